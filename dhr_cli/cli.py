@@ -1,0 +1,237 @@
+"""The `dhr` command line: typer commands only (parse, call the library, print).
+
+Heavy modules (torch, the networks) are imported inside command bodies so that
+`dhr --help`, `dhr --version` and shell completion start instantly.
+
+Global options (--device, --quiet, --verbose, --json, --seed, --models-dir,
+--offline) are accepted both before the subcommand and after it
+(`dhr --json models list` and `dhr models list --json` mean the same).
+"""
+
+import functools
+import inspect
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from typer._click.globals import get_current_context
+
+from . import __version__
+from .errors import EXIT_CODE_HELP, DhrError, ExitCode, NotAvailable, UsageError
+from .runtime import Settings, check_device_spec
+
+_EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(f"{int(c)} {h}" for c, h in EXIT_CODE_HELP.items())
+_GLOBAL = "Global options"
+
+app = typer.Typer(
+    name="dhr",
+    help=(
+        "Edit faces in photos with StyleGAN2 inversion and Domain-Specific Hybrid Refinement (DHR).\n\n"
+        "Typical chain: dhr invert photo.jpg  ->  dhr edit photo.jpg --smile 1.5"
+    ),
+    epilog=_EXIT_CODES_EPILOG,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="List, download, verify and import model files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+# --- global options -------------------------------------------------------------------------
+
+_GLOBAL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "device": (
+        Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_GLOBAL, show_default=False)],
+        None,
+    ),
+    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=_GLOBAL, show_default=False)], False),
+    "verbose": (
+        Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr; tracebacks for errors.", rich_help_panel=_GLOBAL, show_default=False)],
+        False,
+    ),
+    "json_out": (
+        Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.", rich_help_panel=_GLOBAL, show_default=False)],
+        False,
+    ),
+    "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel=_GLOBAL, show_default=False)], None),
+    "models_dir": (
+        Annotated[
+            Optional[Path],
+            typer.Option("--models-dir", help="Model cache folder (default: $DHR_HOME or the user cache dir).", rich_help_panel=_GLOBAL, show_default=False),
+        ],
+        None,
+    ),
+    "offline": (
+        Annotated[bool, typer.Option("--offline", help="Never use the network (also DHR_OFFLINE=1).", rich_help_panel=_GLOBAL, show_default=False)],
+        False,
+    ),
+}
+
+
+def _settings() -> Settings:
+    ctx = get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, Settings):
+        root.obj = Settings()
+    return root.obj
+
+
+def _apply_globals(values: dict[str, Any]) -> Settings:
+    """Merge global options given at this level into the invocation's Settings."""
+    from . import console
+
+    s = _settings()
+    if values.get("device") is not None:
+        s.device = check_device_spec(values["device"])
+    for name, attr in (("quiet", "quiet"), ("verbose", "verbose"), ("json_out", "json"), ("offline", "offline")):
+        if values.get(name):
+            setattr(s, attr, True)
+    if values.get("seed") is not None:
+        s.seed = values["seed"]
+    if values.get("models_dir") is not None:
+        s.models_dir = values["models_dir"]
+    console.configure(quiet=s.quiet, verbose=s.verbose, json_mode=s.json)
+    return s
+
+
+def _with_global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the global options too, so they work after the subcommand name."""
+    sig = inspect.signature(fn)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _GLOBAL_OPTIONS.items()
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _apply_globals({name: kwargs.pop(name, None) for name in _GLOBAL_OPTIONS})
+        return fn(*args, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**fn.__annotations__, **{n: a for n, (a, _) in _GLOBAL_OPTIONS.items()}}
+    return wrapper
+
+
+def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        typer_app.command(*args, **kwargs)(_with_global_options(fn))
+        return fn
+
+    return decorator
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"dhr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@_with_global_options
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Edit faces in photos with StyleGAN2 inversion and DHR."""
+
+
+def _not_available(what: str, issue: str) -> None:
+    raise NotAvailable(f"`dhr {what}` is not available yet in dhr {__version__}", hint=f"it lands with {issue}")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@command(app, "invert")
+def invert_cmd(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos to invert.", show_default=False)] = None,
+) -> None:
+    """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction."""
+    _not_available("invert", "the DHR engine")
+
+
+@command(app, "mask")
+def mask_cmd(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos or project files.", show_default=False)] = None,
+) -> None:
+    """Domain-Specific Segmentation: compute the in-domain mask and write an overlay PNG."""
+    _not_available("mask", "the DHR engine")
+
+
+@command(app, "edit")
+def edit_cmd(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos or project files.", show_default=False)] = None,
+) -> None:
+    """Apply semantic edits (smile, age, pose, ...) to an inverted photo and paste the face back."""
+    _not_available("edit", "the edit command")
+
+
+@command(app, "bench")
+def bench_cmd(
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos to benchmark on.", show_default=False)] = None,
+) -> None:
+    """Measure fidelity, editability, speed and memory of each method."""
+    _not_available("bench", "the benchmark")
+
+
+@command(app, "demo")
+def demo_cmd() -> None:
+    """Offline demo on the bundled synthetic face domain."""
+    _not_available("demo", "the synthetic pack")
+
+
+@command(models_app, "list")
+def models_list_cmd() -> None:
+    """List every model file dhr uses, with URL, size, sha256, licence and cache state."""
+    _not_available("models list", "the model hub")
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Console-script entry point: run the app and map every outcome to an exit code."""
+    from typer._click import exceptions as click_exc
+
+    from . import console
+
+    command_obj = typer.main.get_command(app)
+    try:
+        rv = command_obj.main(args=argv, prog_name="dhr", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except DhrError as e:
+        console.log.error(str(e))
+        if console.is_verbose():
+            console._state.err.print_exception()
+        code = int(e.exit_code)
+    except typer.Exit as e:
+        code = int(e.exit_code or 0)
+    except click_exc.ClickException as e:
+        e.show()
+        code = int(ExitCode.USAGE) if isinstance(e, click_exc.UsageError) else int(e.exit_code or 1)
+    except (KeyboardInterrupt, typer.Abort):
+        console.log.error("interrupted")
+        code = int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # `dhr models list | head`: the reader went away; not an error worth a message
+        code = 0
+    except Exception as e:  # noqa: BLE001 - last-resort guard: a bug must still exit cleanly
+        console.log.error(f"internal error: {type(e).__name__}: {e}")
+        if console.is_verbose():
+            console._state.err.print_exception()
+        else:
+            console.log.info("rerun with --verbose for a traceback, and please report it")
+        code = int(ExitCode.INTERNAL)
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+__all__ = ["app", "main", "run", "UsageError"]

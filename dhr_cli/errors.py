@@ -1,0 +1,81 @@
+"""Exit codes and the expected-error hierarchy.
+
+Every failure a user can cause or meet (bad file, no network, full disk, ...) is
+raised as a `DhrError` subclass; the CLI turns it into one line on stderr and
+the exit code below, never a traceback. Anything else is a bug (exit 1).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of `dhr` (documented in README and `dhr --help`)."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: please report it
+    USAGE = 2  # bad command line (unknown option, value out of range, ...)
+    INPUT_MISSING = 3  # input file or folder missing or unreadable
+    BAD_DATA = 4  # not an image, corrupt/foreign project file, no face, wrong pack, ...
+    MODEL_UNAVAILABLE = 5  # model file missing offline, download or verification failed
+    OUTPUT_ERROR = 6  # cannot write an output file
+    PARTIAL_FAILURE = 7  # a batch finished but some inputs failed
+    NOT_AVAILABLE = 8  # feature or device not available in this build / on this machine
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+EXIT_CODE_HELP = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "internal error (a bug; rerun with --verbose and report it)",
+    ExitCode.USAGE: "usage error (bad option or argument)",
+    ExitCode.INPUT_MISSING: "input missing or unreadable",
+    ExitCode.BAD_DATA: "bad data: not an image, corrupt project file, no usable face, wrong pack",
+    ExitCode.MODEL_UNAVAILABLE: "model unavailable (offline and not cached, download or verification failed)",
+    ExitCode.OUTPUT_ERROR: "cannot write output",
+    ExitCode.PARTIAL_FAILURE: "batch finished with some inputs failed",
+    ExitCode.NOT_AVAILABLE: "feature or device not available",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class DhrError(Exception):
+    """An expected failure, reported as one clear message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class UsageError(DhrError):
+    exit_code = ExitCode.USAGE
+
+
+class InputMissing(DhrError):
+    exit_code = ExitCode.INPUT_MISSING
+
+
+class BadData(DhrError):
+    exit_code = ExitCode.BAD_DATA
+
+
+class ModelUnavailable(DhrError):
+    exit_code = ExitCode.MODEL_UNAVAILABLE
+
+
+class OutputError(DhrError):
+    exit_code = ExitCode.OUTPUT_ERROR
+
+
+class PartialFailure(DhrError):
+    exit_code = ExitCode.PARTIAL_FAILURE
+
+
+class NotAvailable(DhrError):
+    exit_code = ExitCode.NOT_AVAILABLE

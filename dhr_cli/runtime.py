@@ -1,0 +1,72 @@
+"""Run-time settings shared by every command: device choice, seeding, model folder.
+
+Imports torch only inside functions so that `dhr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import NotAvailable, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class Settings:
+    """Global options of one `dhr` invocation."""
+
+    device: str = "auto"
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
+    seed: int = 0
+    models_dir: Path | None = None
+    offline: bool = False
+
+
+def check_device_spec(spec: str) -> str:
+    """Validate a --device value without importing torch."""
+    if not _DEVICE_RE.match(spec):
+        raise UsageError(f"invalid --device {spec!r}", hint="use auto, cpu, cuda, cuda:N or mps")
+    return spec
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a --device value into a torch.device, failing clearly if it is absent."""
+    import torch
+
+    check_device_spec(spec)
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NotAvailable(f"--device {spec}: CUDA is not available on this machine", hint="use --device cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise NotAvailable(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise NotAvailable("--device mps: Apple MPS is not available on this machine", hint="use --device cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run is repeatable on the same machine."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

@@ -1,0 +1,39 @@
+"""The CLI frame: start-up cost, global options, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dhr_cli.cli import main
+
+
+def run_dhr(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dhr_cli", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from dhr_cli.cli import main; rc = main(['--help']); assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "invert" in r.stdout and "Exit codes" in r.stdout
+
+
+def test_version() -> None:
+    r = run_dhr("--version")
+    assert r.returncode == 0
+    assert r.stdout.startswith("dhr ")
+
+
+@pytest.mark.parametrize("argv", [["nope"], ["invert", "--no-such-option"], ["--device", "tpu", "models", "list"]])
+def test_usage_errors_exit_2_without_traceback(argv: list[str]) -> None:
+    r = run_dhr(*argv)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def test_global_options_work_after_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "list", "--device", "bogus"]) == 2
+    assert "invalid --device" in capsys.readouterr().err
