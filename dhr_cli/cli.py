@@ -11,8 +11,9 @@ Global options (--device, --quiet, --verbose, --json, --seed, --models-dir,
 import functools
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from typer._click.globals import get_current_context
@@ -36,7 +37,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-models_app = typer.Typer(help="List, download, verify and import model files.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, download, verify and import model files.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
@@ -44,28 +47,89 @@ app.add_typer(models_app, name="models")
 
 _GLOBAL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "device": (
-        Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=_GLOBAL, show_default=False)],
+        Annotated[
+            str | None,
+            typer.Option(
+                "--device",
+                help="auto, cpu, cuda, cuda:N or mps.",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
         None,
     ),
-    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.", rich_help_panel=_GLOBAL, show_default=False)], False),
+    "quiet": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--quiet",
+                "-q",
+                help="Only errors on stderr.",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
+        False,
+    ),
     "verbose": (
-        Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr; tracebacks for errors.", rich_help_panel=_GLOBAL, show_default=False)],
+        Annotated[
+            bool,
+            typer.Option(
+                "--verbose",
+                "-v",
+                help="More detail on stderr; tracebacks for errors.",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
         False,
     ),
     "json_out": (
-        Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.", rich_help_panel=_GLOBAL, show_default=False)],
+        Annotated[
+            bool,
+            typer.Option(
+                "--json",
+                help="Print the result as JSON on stdout.",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
         False,
     ),
-    "seed": (Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", rich_help_panel=_GLOBAL, show_default=False)], None),
+    "seed": (
+        Annotated[
+            int | None,
+            typer.Option(
+                "--seed",
+                help="Random seed (default 0).",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
     "models_dir": (
         Annotated[
-            Optional[Path],
-            typer.Option("--models-dir", help="Model cache folder (default: $DHR_HOME or the user cache dir).", rich_help_panel=_GLOBAL, show_default=False),
+            Path | None,
+            typer.Option(
+                "--models-dir",
+                help="Model cache folder (default: $DHR_HOME or the user cache dir).",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
         ],
         None,
     ),
     "offline": (
-        Annotated[bool, typer.Option("--offline", help="Never use the network (also DHR_OFFLINE=1).", rich_help_panel=_GLOBAL, show_default=False)],
+        Annotated[
+            bool,
+            typer.Option(
+                "--offline",
+                help="Never use the network (also DHR_OFFLINE=1).",
+                rich_help_panel=_GLOBAL,
+                show_default=False,
+            ),
+        ],
         False,
     ),
 }
@@ -86,7 +150,12 @@ def _apply_globals(values: dict[str, Any]) -> Settings:
     s = _settings()
     if values.get("device") is not None:
         s.device = check_device_spec(values["device"])
-    for name, attr in (("quiet", "quiet"), ("verbose", "verbose"), ("json_out", "json"), ("offline", "offline")):
+    for name, attr in (
+        ("quiet", "quiet"),
+        ("verbose", "verbose"),
+        ("json_out", "json"),
+        ("offline", "offline"),
+    ):
         if values.get(name):
             setattr(s, attr, True)
     if values.get("seed") is not None:
@@ -101,7 +170,9 @@ def _with_global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the global options too, so they work after the subcommand name."""
     sig = inspect.signature(fn)
     extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        )
         for name, (annotation, default) in _GLOBAL_OPTIONS.items()
     ]
 
@@ -111,11 +182,16 @@ def _with_global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {**fn.__annotations__, **{n: a for n, (a, _) in _GLOBAL_OPTIONS.items()}}
+    wrapper.__annotations__ = {
+        **fn.__annotations__,
+        **{n: a for n, (a, _) in _GLOBAL_OPTIONS.items()},
+    }
     return wrapper
 
 
-def command(typer_app: typer.Typer, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def command(
+    typer_app: typer.Typer, *args: Any, **kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         typer_app.command(*args, **kwargs)(_with_global_options(fn))
         return fn
@@ -134,14 +210,21 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """Edit faces in photos with StyleGAN2 inversion and DHR."""
 
 
 def _not_available(what: str, issue: str) -> None:
-    raise NotAvailable(f"`dhr {what}` is not available yet in dhr {__version__}", hint=f"it lands with {issue}")
+    raise NotAvailable(
+        f"`dhr {what}` is not available yet in dhr {__version__}", hint=f"it lands with {issue}"
+    )
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -149,7 +232,9 @@ def _not_available(what: str, issue: str) -> None:
 
 @command(app, "invert")
 def invert_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos to invert.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Photos to invert.", show_default=False)
+    ] = None,
 ) -> None:
     """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction."""
     _not_available("invert", "the DHR engine")
@@ -157,7 +242,9 @@ def invert_cmd(
 
 @command(app, "mask")
 def mask_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos or project files.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Photos or project files.", show_default=False)
+    ] = None,
 ) -> None:
     """Domain-Specific Segmentation: compute the in-domain mask and write an overlay PNG."""
     _not_available("mask", "the DHR engine")
@@ -165,7 +252,9 @@ def mask_cmd(
 
 @command(app, "edit")
 def edit_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos or project files.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Photos or project files.", show_default=False)
+    ] = None,
 ) -> None:
     """Apply semantic edits (smile, age, pose, ...) to an inverted photo and paste the face back."""
     _not_available("edit", "the edit command")
@@ -173,7 +262,9 @@ def edit_cmd(
 
 @command(app, "bench")
 def bench_cmd(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(help="Photos to benchmark on.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Photos to benchmark on.", show_default=False)
+    ] = None,
 ) -> None:
     """Measure fidelity, editability, speed and memory of each method."""
     _not_available("bench", "the benchmark")
@@ -194,7 +285,7 @@ def models_list_cmd() -> None:
 # --- entry point ------------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map every outcome to an exit code."""
     from typer._click import exceptions as click_exc
 

@@ -104,7 +104,9 @@ class Task:
         self.completed += n
         self._refresh(fields)
 
-    def update(self, *, completed: float | None = None, total: float | None = None, **fields: Any) -> None:
+    def update(
+        self, *, completed: float | None = None, total: float | None = None, **fields: Any
+    ) -> None:
         if completed is not None:
             self.completed = completed
         if total is not None:
@@ -112,7 +114,9 @@ class Task:
         self._refresh(fields)
 
     def _refresh(self, fields: dict[str, Any]) -> None:
-        status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        status = "  ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
+        )
         if self._bar is not None:
             self._bar.update(self._id, completed=self.completed, total=self.total, status=status)
         elif not _state.quiet and _state.verbose:
@@ -120,7 +124,11 @@ class Task:
             now = time.monotonic()
             if now - self._last_plain >= 5.0:
                 self._last_plain = now
-                frac = f"{self.completed:.0f}/{self.total:.0f}" if self.total else f"{self.completed:.0f}"
+                frac = (
+                    f"{self.completed:.0f}/{self.total:.0f}"
+                    if self.total
+                    else f"{self.completed:.0f}"
+                )
                 _state.err.print(f"{self.description}: {frac} {status}".rstrip(), markup=False)
 
 
@@ -149,9 +157,21 @@ def progress(description: str, total: float | None = None, *, unit: str = "") ->
             _state.err.print(f"{description}: done in {time.monotonic() - t0:.1f} s", markup=False)
         return
     if unit == "bytes":
-        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        ]
     else:
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}")]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+        ]
     with Progress(*columns, console=_state.err, transient=True) as bar:
         task_id = bar.add_task(description, total=total, status="")
         yield Task(bar, task_id, description, total)

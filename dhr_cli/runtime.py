@@ -51,12 +51,20 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise NotAvailable(f"--device {spec}: CUDA is not available on this machine", hint="use --device cpu")
+            raise NotAvailable(
+                f"--device {spec}: CUDA is not available on this machine", hint="use --device cpu"
+            )
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
-            raise NotAvailable(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise NotAvailable("--device mps: Apple MPS is not available on this machine", hint="use --device cpu")
+            raise NotAvailable(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    if spec == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise NotAvailable(
+            "--device mps: Apple MPS is not available on this machine", hint="use --device cpu"
+        )
     return torch.device(spec)
 
 

@@ -18,7 +18,9 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Never touch the user's cache or the network: every test gets its own DHR_HOME."""
     home = tmp_path_factory.mktemp("dhr_home")
     monkeypatch.setenv("DHR_HOME", str(home))

@@ -11,7 +11,13 @@ from dhr_cli.cli import main
 
 
 def run_dhr(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dhr_cli", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "dhr_cli", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
 
 
 def test_help_does_not_import_torch() -> None:
@@ -27,7 +33,9 @@ def test_version() -> None:
     assert r.stdout.startswith("dhr ")
 
 
-@pytest.mark.parametrize("argv", [["nope"], ["invert", "--no-such-option"], ["--device", "tpu", "models", "list"]])
+@pytest.mark.parametrize(
+    "argv", [["nope"], ["invert", "--no-such-option"], ["--device", "tpu", "models", "list"]]
+)
 def test_usage_errors_exit_2_without_traceback(argv: list[str]) -> None:
     r = run_dhr(*argv)
     assert r.returncode == 2, (r.stdout, r.stderr)
