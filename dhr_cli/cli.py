@@ -276,10 +276,180 @@ def demo_cmd() -> None:
     _not_available("demo", "the synthetic pack")
 
 
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+_PACK_HELP = (
+    "Pack: ffhq (default) or synthetic; shared files (LPIPS, parsing, detection) are included."
+)
+
+
 @command(models_app, "list")
-def models_list_cmd() -> None:
+def models_list_cmd(
+    pack: Annotated[str | None, typer.Option("--pack", help=_PACK_HELP, show_default=False)] = None,
+) -> None:
     """List every model file dhr uses, with URL, size, sha256, licence and cache state."""
-    _not_available("models list", "the model hub")
+    from rich.table import Table
+
+    from . import console, hub
+
+    s = _settings()
+    rows = [hub.describe(e, models_dir=s.models_dir) for e in hub.entries(pack)]
+    if s.json:
+        console.print_json({"models_dir": str(hub.cache_dir(s.models_dir)), "models": rows})
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("name", "pack", "role", "size", "cached"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("licence", overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["pack"],
+            r["role"],
+            _human_size(r["size"]),
+            r["cached"] or "no",
+            r["licence"],
+        )
+    console.print_renderable(table)
+    console.log.info(f"models folder: {hub.cache_dir(s.models_dir)}")
+
+
+@command(models_app, "download")
+def models_download_cmd(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Model names (default: every file of the pack).", show_default=False),
+    ] = None,
+    pack: Annotated[str | None, typer.Option("--pack", help=_PACK_HELP, show_default=False)] = None,
+) -> None:
+    """Download (and verify) model files into the models folder."""
+    from . import console, hub
+    from .errors import ModelUnavailable
+
+    s = _settings()
+    if names and pack:
+        raise UsageError("give model names or --pack, not both")
+    if names:
+        targets = [hub.get(n).name for n in names]  # unknown names fail before any download
+    else:
+        targets = [e.name for e in hub.entries(pack or hub.DEFAULT_PACK) if e.bundled is None]
+    done: list[dict[str, Any]] = []
+    failed: list[ModelUnavailable] = []
+    for n in targets:
+        try:
+            p = hub.fetch(n, models_dir=s.models_dir, offline=s.offline or None)
+            done.append({"name": n, "path": str(p), "ok": True})
+            if not s.json:
+                console.print_data(f"{n}\t{p}")
+        except ModelUnavailable as e:
+            failed.append(e)
+            done.append({"name": n, "path": None, "ok": False, "error": e.message})
+            if len(targets) > 1:
+                console.log.error(e.message)
+    if s.json:
+        console.print_json({"ok": not failed, "models": done})
+    if len(failed) == 1 and len(targets) == 1:
+        raise failed[0]
+    if failed:
+        raise ModelUnavailable(
+            f"{len(failed)} of {len(targets)} model files could not be fetched",
+            hint=failed[0].hint,
+        )
+
+
+@command(models_app, "verify")
+def models_verify_cmd(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Model names (default: every local file).", show_default=False),
+    ] = None,
+) -> None:
+    """Re-hash local model files against pinned or first-use sha256; exit 5 if any fails."""
+    from rich.table import Table
+
+    from . import console, hub
+    from .errors import ModelUnavailable
+
+    s = _settings()
+    report = hub.verify(names or None, models_dir=s.models_dir)
+    if s.json:
+        console.print_json(report.to_json())
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("name", "status", "source", "hash", "path / detail"):
+            table.add_column(col, overflow="fold")
+        for r in report.results:
+            table.add_row(
+                r.name, r.status, r.source or "", r.hash_origin, r.detail or (r.path or "")
+            )
+        console.print_renderable(table)
+    if not report.ok:
+        bad = ", ".join(r.name for r in report.failures)
+        raise ModelUnavailable(
+            f"verification failed for: {bad}",
+            hint="`dhr models download NAME` fetches a missing or corrupt file again",
+        )
+
+
+@command(models_app, "path")
+def models_path_cmd(
+    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+) -> None:
+    """Print where a model file is (or where to put it if it is not there yet)."""
+    from . import console, hub
+
+    s = _settings()
+    p = hub.path(name, models_dir=s.models_dir)
+    present = hub.local_path(name, models_dir=s.models_dir) is not None
+    if s.json:
+        console.print_json({"name": name, "path": str(p), "present": present})
+    else:
+        console.print_data(str(p))
+    if not present:
+        console.log.warn(
+            f"{name} is not there yet: `dhr models download {name}` or `dhr models import FILE`"
+        )
+
+
+@command(models_app, "import")
+def models_import_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="A model file obtained elsewhere.", show_default=False)
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Registry name (default: identify by sha256/file name).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace a first-use hash recorded earlier (never a pinned one)."
+        ),
+    ] = False,
+) -> None:
+    """Copy a model file obtained elsewhere into the models folder, after verifying it."""
+    from . import console, hub
+
+    s = _settings()
+    paths = hub.import_file(file, name, models_dir=s.models_dir, force=force)
+    if s.json:
+        console.print_json({"imported": [str(p) for p in paths]})
+    else:
+        for p in paths:
+            console.print_data(str(p))
 
 
 # --- entry point ------------------------------------------------------------------------------
