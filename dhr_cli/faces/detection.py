@@ -1,0 +1,286 @@
+"""Face detection with five landmarks: RetinaFace (facexlib) or MTCNN.
+
+Detection runs on a copy downscaled to at most `max_side` pixels (a 50 MP photo is
+searched at ~1 MP); boxes and landmarks come back in full-resolution photo coordinates
+(pixel (i, j) has its centre at x=i, y=j). When nothing is found upright, the photo is
+searched again rotated by 90, 270 and 180 degrees, so sideways faces (a phone photo without
+an orientation tag) are found too; landmarks keep their meaning (subject's eyes, nose, mouth
+corners), which is all the FFHQ alignment needs to turn the face upright.
+
+Weights come from the model hub: "retinaface-resnet50" (default), "retinaface-mobilenet"
+(`fast`), "mtcnn-pnet"/"mtcnn-rnet"/"mtcnn-onet" (shipped in the facenet-pytorch wheel).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import BadData, ModelUnavailable, UsageError
+from .image_io import Photo, as_rgb
+
+DETECTORS = ("retinaface", "mtcnn")
+DEFAULT_MIN_FACE = 48.0  # pixels; smaller faces carry too little detail for a 1024 crop
+DEFAULT_MAX_SIDE = 1280  # detection resolution cap (longest side)
+
+# A detector maps an RGB uint8 image to (boxes [N,4], scores [N], landmarks [N,5,2]) in
+# pixel-edge coordinates of that image.
+_Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in photo coordinates (pixel centres at integers)."""
+
+    box: np.ndarray  # [4] float64: x1, y1, x2, y2
+    landmarks: np.ndarray  # [5,2] float64 (x, y): subject's right eye (image left when
+    # upright), left eye, nose tip, right and left mouth corners
+    score: float
+    rotation: int = 0  # degrees counter-clockwise the photo was turned to find it
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: geometric mean of the box's width and height."""
+        w, h = self.box[2] - self.box[0], self.box[3] - self.box[1]
+        return float(np.sqrt(max(w, 0.0) * max(h, 0.0)))
+
+
+def detect(
+    image: Photo | np.ndarray,
+    *,
+    detector: str = "retinaface",
+    fast: bool = False,
+    min_face: float = DEFAULT_MIN_FACE,
+    max_side: int = DEFAULT_MAX_SIDE,
+    rotations: bool = True,
+    device: torch.device | str = "cpu",
+    models_dir: Path | None = None,
+    offline: bool | None = None,
+) -> list[Face]:
+    """Find faces, largest first. Raises BadData when there is none at least `min_face` px.
+
+    `detector` is "retinaface" (ResNet50; MobileNet with `fast`) or "mtcnn".
+    """
+    name = image.name if isinstance(image, Photo) else "image"
+    faces = find_faces(
+        image,
+        detector=detector,
+        fast=fast,
+        max_side=max_side,
+        rotations=rotations,
+        device=device,
+        models_dir=models_dir,
+        offline=offline,
+    )
+    if not faces:
+        raise BadData(
+            f"no face found in {name}",
+            hint="dhr needs a photo with a visible face (try --detector mtcnn or a larger photo)",
+        )
+    big = [f for f in faces if f.size >= min_face]
+    if not big:
+        raise BadData(
+            f"the face in {name} is too small: {faces[0].size:.0f} px, minimum {min_face:g} px",
+            hint="use a larger photo, crop closer to the face, or lower --min-face",
+        )
+    return big
+
+
+def find_faces(
+    image: Photo | np.ndarray,
+    *,
+    detector: str = "retinaface",
+    fast: bool = False,
+    max_side: int = DEFAULT_MAX_SIDE,
+    rotations: bool = True,
+    device: torch.device | str = "cpu",
+    models_dir: Path | None = None,
+    offline: bool | None = None,
+) -> list[Face]:
+    """All faces the detector finds (any size), largest first; possibly empty."""
+    rgb = as_rgb(image)
+    run = load_detector(
+        detector, fast=fast, device=str(device), models_dir=models_dir, offline=offline
+    )
+    small, scale = _downscale(rgb, max_side)
+    h, w = small.shape[:2]
+    for k in (0, 1, 3, 2) if rotations else (0,):
+        boxes, scores, lms = run(np.ascontiguousarray(np.rot90(small, k)))
+        if len(boxes):
+            break
+    else:
+        return []
+    faces = []
+    for box, score, lm in zip(boxes, scores, lms, strict=True):
+        corners = _unrotate(box.reshape(2, 2), k, w, h)
+        box = np.concatenate((corners.min(0), corners.max(0)))
+        lm = _unrotate(lm, k, w, h)
+        # edge coordinates of the detection image -> centre coordinates of the photo
+        faces.append(
+            Face(
+                box=(box / scale - 0.5).astype(np.float64),
+                landmarks=(lm / scale - 0.5).astype(np.float64),
+                score=float(score),
+                rotation=90 * k,
+            )
+        )
+    faces.sort(key=lambda f: (f.size, f.score), reverse=True)
+    return faces
+
+
+def select_faces(
+    faces: list[Face], number: int | None = None, all_faces: bool = False
+) -> list[Face]:
+    """Faces to process: all of them, face `number` (1 = largest), or the largest."""
+    if all_faces:
+        return list(faces)
+    if number is None:
+        return faces[:1]
+    if not 1 <= number <= len(faces):
+        raise BadData(
+            f"face {number} requested but {len(faces)} face{'s' if len(faces) != 1 else ''} found",
+            hint=f"use --face 1..{len(faces)} (1 = largest) or --all-faces",
+        )
+    return [faces[number - 1]]
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return rgb, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    # per-axis rounding: use the mean of the two actual scale factors
+    return np.asarray(small), (size[0] / w + size[1] / h) / 2
+
+
+def _unrotate(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """Map (x, y) edge coordinates in np.rot90(image, k) back to the unrotated image (W x H)."""
+    x, y = points[..., 0], points[..., 1]
+    if k == 0:
+        ox, oy = x, y
+    elif k == 1:  # rotated 90 degrees counter-clockwise
+        ox, oy = w - y, x
+    elif k == 2:
+        ox, oy = w - x, h - y
+    else:  # k == 3
+        ox, oy = y, h - x
+    return np.stack((ox, oy), axis=-1)
+
+
+# --- detectors ------------------------------------------------------------------------------
+
+
+def load_detector(
+    detector: str = "retinaface",
+    *,
+    fast: bool = False,
+    device: str = "cpu",
+    models_dir: Path | None = None,
+    offline: bool | None = None,
+) -> _Detector:
+    """A ready detector (weights loaded once per process)."""
+    if detector not in DETECTORS:
+        raise UsageError(f"unknown detector {detector!r}", hint="use retinaface or mtcnn")
+    if detector == "mtcnn":
+        paths = tuple(
+            weights_file(f"mtcnn-{n}", models_dir, offline) for n in ("pnet", "rnet", "onet")
+        )
+        return _mtcnn(paths, device)
+    name = "retinaface-mobilenet" if fast else "retinaface-resnet50"
+    return _retinaface(weights_file(name, models_dir, offline), name, device)
+
+
+def weights_file(name: str, models_dir: Path | None = None, offline: bool | None = None) -> Path:
+    """Local path of a detector weight file, through the model hub.
+
+    Until `dhr_cli.hub` exists, the MTCNN files are taken from an installed facenet-pytorch.
+    """
+    try:
+        from ..hub import fetch
+    except ImportError:
+        fetch = None
+    if fetch is not None:
+        return fetch(name, models_dir=models_dir, offline=offline)
+    if name.startswith("mtcnn-"):
+        return facenet_pytorch_weights(name)
+    raise ModelUnavailable(f"model file {name!r} is not available (no model hub in this build)")
+
+
+def facenet_pytorch_weights(name: str) -> Path:
+    """facenet_pytorch/data/{pnet,rnet,onet}.pt of an installed facenet-pytorch, found without
+    importing the package (it pins an old torch)."""
+    spec = importlib.util.find_spec("facenet_pytorch")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for loc in locations:
+        path = Path(loc) / "data" / f"{name.removeprefix('mtcnn-')}.pt"
+        if path.is_file():
+            return path
+    raise ModelUnavailable(
+        f"MTCNN weights {name!r} not found: facenet-pytorch is not installed",
+        hint="pip install --no-deps facenet-pytorch",
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _mtcnn(paths: tuple[Path, Path, Path], device: str) -> _Detector:
+    from ..nets.checkpoints import torch_load
+    from ..nets.mtcnn import MTCNN
+
+    net = MTCNN()
+    try:
+        net.load_state_dicts(*(torch_load(p) for p in paths))
+    except (RuntimeError, AttributeError, TypeError) as e:
+        raise BadData(
+            f"{paths[0].parent} does not hold MTCNN weights: {str(e).splitlines()[0]}"
+        ) from e
+    net.to(device)
+
+    def run(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        det = net.detect(torch.from_numpy(rgb.copy()).permute(2, 0, 1), min_size=20.0)
+        return det.boxes.cpu().numpy(), det.scores.cpu().numpy(), det.landmarks.cpu().numpy()
+
+    return run
+
+
+@functools.lru_cache(maxsize=4)
+def _retinaface(path: Path, name: str, device: str, threshold: float = 0.9) -> _Detector:
+    from facexlib.detection.retinaface import RetinaFace
+
+    from ..nets.checkpoints import torch_load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation notice for pretrained=False
+        net = RetinaFace(
+            network_name="mobile0.25" if name.endswith("mobilenet") else "resnet50",
+            device=torch.device(device),
+        )
+    state = torch_load(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BadData(f"{path} is not a RetinaFace checkpoint (no state dict inside)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise BadData(f"{path} does not match {name}: {str(e).splitlines()[0]}") from e
+    net.eval()
+
+    @torch.no_grad()
+    def run(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # facexlib expects BGR; its priors use edge coordinates like MTCNN's boxes
+        out = net.detect_faces(rgb[..., ::-1].astype(np.float32), conf_threshold=threshold)
+        out = np.asarray(out, dtype=np.float64).reshape(-1, 15)
+        return out[:, :4], out[:, 4], out[:, 5:].reshape(-1, 5, 2)
+
+    return run
