@@ -349,7 +349,7 @@ def models_download_cmd(
             p = hub.fetch(n, models_dir=s.models_dir, offline=s.offline or None)
             done.append({"name": n, "path": str(p), "ok": True})
             if not s.json:
-                console.print_data(f"{n}\t{p}")
+                console.print_data(f"{n}  {p}")
         except ModelUnavailable as e:
             failed.append(e)
             done.append({"name": n, "path": None, "ok": False, "error": e.message})

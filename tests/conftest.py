@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,125 @@ def _isolated_home(
     monkeypatch.setenv("DHR_OFFLINE", "1")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")
+
+
+# --- a local HTTP server for download tests (never the network) --------------------------------
+
+
+class LocalServer:
+    """Serves files from `root` on 127.0.0.1, with switches to misbehave like real servers.
+
+    - `html`: answer every GET with an HTML page (as a login/quota page would);
+      `html_content_type` False sends it as application/octet-stream (only sniffing can tell)
+    - `cut_after` / `cut_times`: send only the first `cut_after` body bytes of the next
+      `cut_times` responses, then drop the connection
+    - `honour_range`: answer `Range: bytes=N-` with 206 (else a full 200)
+    - `delay`: seconds to sleep between 4 kB chunks (to make downloads overlap)
+    - `requests`: (path, Range header or None) of every request, in order
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = ""
+        self.html = False
+        self.html_content_type = True
+        self.cut_after: int | None = None
+        self.cut_times = 1
+        self.honour_range = True
+        self.delay = 0.0
+        self.requests: list[tuple[str, str | None]] = []
+
+    def count(self, name: str) -> int:
+        return sum(1 for p, _ in self.requests if p.lstrip("/") == name)
+
+    def add(self, name: str, data: bytes) -> str:
+        """Serve `data` as /name; returns its URL."""
+        (self.root / name).write_bytes(data)
+        return f"{self.url}/{name}"
+
+
+@pytest.fixture
+def http_server(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LocalServer]:
+    import re
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = LocalServer(tmp_path_factory.mktemp("served"))
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            rng = self.headers.get("Range")
+            with lock:
+                state.requests.append((self.path, rng))
+            if state.html:
+                body = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>quota exceeded</body></html>\n"
+                self.send_response(200)
+                ctype = (
+                    "text/html; charset=utf-8"
+                    if state.html_content_type
+                    else "application/octet-stream"
+                )
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            target = (state.root / self.path.lstrip("/")).resolve()
+            if state.root.resolve() not in target.parents or not target.is_file():
+                self.send_error(404)
+                return
+            data = target.read_bytes()
+            start = 0
+            m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+            if m and state.honour_range:
+                start = int(m.group(1))
+                if start >= len(data):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with lock:
+                cut = (
+                    state.cut_after if state.cut_after is not None and state.cut_times > 0 else None
+                )
+                if cut is not None:
+                    state.cut_times -= 1
+            if cut is not None:
+                body = body[:cut]
+            for i in range(0, len(body), 4096):
+                self.wfile.write(body[i : i + 4096])
+                if state.delay:
+                    self.wfile.flush()
+                    time.sleep(state.delay)
+            if cut is not None:
+                # drop the connection mid-body, as a flaky network would
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
