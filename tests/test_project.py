@@ -1,0 +1,284 @@
+"""Project file: round trip of every field, clear errors for bad files, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dhr_cli import __version__, project
+from dhr_cli.errors import BadData, ExitCode, InputMissing, OutputError
+from dhr_cli.project import Project, default_path, project_path_for, read_metadata
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    p = tmp_path / "portrait.jpg"
+    p.write_bytes(b"\xff\xd8 stand-in photo bytes")
+    return p
+
+
+def full_project(photo: Path) -> Project:
+    g = torch.Generator().manual_seed(0)
+    p = Project.for_photo(
+        photo,
+        wplus=torch.randn(1, 18, 512, generator=g),
+        pack="ffhq",
+        models={"e4e-ffhq": "a" * 64, "stylegan2-ffhq-1024": "b" * 64},
+    )
+    p.mask = (torch.rand(1, 1, 32, 32, generator=g) > 0.5).float()
+    p.feature = torch.randn(1, 64, 16, 16, generator=g)
+    p.deltas = {
+        "convs.0.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=g).half(),
+        "to_rgbs.1.bias": torch.randn(1, 3, 1, 1, generator=g),
+    }
+    p.quad = torch.tensor([[0.0, 0.0], [0.0, 10.5], [10.5, 10.5], [10.5, 0.0]], dtype=torch.float64)
+    p.crop_to_photo = torch.eye(3, dtype=torch.float64) * 2
+    p.tensors["extra.noise"] = torch.arange(6, dtype=torch.int32)
+    p.extra["note"] = "kept"
+    p.record_step("invert", {"encoder": "e4e-ffhq", "size": 1024})
+    p.record_step("mask", {"threshold": {"skin": 0.2}, "superpixels": 400})
+    p.record_step("invert", {"encoder": "lsap-ffhq", "size": 1024})
+    return p
+
+
+def test_default_path(photo: Path) -> None:
+    assert default_path(photo) == photo.parent / "portrait.jpg.dhr"
+    assert project_path_for(photo) == default_path(photo)
+    assert project_path_for(default_path(photo)) == default_path(photo)
+
+
+def test_round_trip_every_field(photo: Path) -> None:
+    p = full_project(photo)
+    out = p.save()
+    assert out == default_path(photo)
+    q = Project.load(out)
+    assert set(q.tensors) == set(p.tensors)
+    for name, t in p.tensors.items():
+        assert q.tensors[name].dtype == t.dtype, name
+        assert torch.equal(q.tensors[name], t), name
+    assert q.deltas["convs.0.conv.weight"].dtype == torch.float16
+    assert torch.equal(q.wplus, p.wplus) and torch.equal(q.mask, p.mask)
+    assert torch.equal(q.feature, p.feature) and torch.equal(q.quad, p.quad)
+    assert torch.equal(q.crop_to_photo, p.crop_to_photo)
+    assert q.source_path == str(photo) and q.source_sha256 == p.source_sha256
+    assert q.pack == "ffhq" and q.models == p.models
+    assert q.params == {
+        "invert": {"encoder": "lsap-ffhq", "size": 1024},
+        "mask": {"threshold": {"skin": 0.2}, "superpixels": 400},
+    }
+    assert [s.step for s in q.history] == ["invert", "mask", "invert"]
+    assert q.history == p.history
+    assert q.dhr_version == __version__ and q.format_version == project.FORMAT_VERSION
+    assert q.extra == {"note": "kept"}
+    q.check_source(photo)
+    meta = read_metadata(out)
+    assert meta["format"] == "dhr-project" and json.loads(meta["models"]) == p.models
+
+
+def test_minimal_project_and_optional_tensors(tmp_path: Path) -> None:
+    p = Project(tensors={project.WPLUS: torch.zeros(1, 14, 512)})
+    out = p.save(tmp_path / "x.dhr")
+    q = Project.load(out)
+    assert q.mask is None and q.feature is None and q.deltas == {} and q.quad is None
+    assert q.history == [] and q.source_path is None
+
+
+def test_check_source_detects_another_photo(photo: Path, tmp_path: Path) -> None:
+    p = full_project(photo)
+    other = tmp_path / "other.jpg"
+    other.write_bytes(b"different")
+    with pytest.raises(BadData, match="not the photo"):
+        p.check_source(other)
+
+
+# --- bad files: each a clear BadData (exit 4) or InputMissing (exit 3) -------------------------
+
+
+def expect_bad(path: Path, match: str) -> None:
+    with pytest.raises(BadData, match=match) as exc:
+        Project.load(path)
+    assert exc.value.exit_code == ExitCode.BAD_DATA == 4
+    assert str(path) in str(exc.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputMissing, match="no such project file") as exc:
+        Project.load(tmp_path / "nope.jpg.dhr")
+    assert exc.value.exit_code == ExitCode.INPUT_MISSING == 3
+
+
+def test_truncated(photo: Path, tmp_path: Path) -> None:
+    good = full_project(photo).save(tmp_path / "a.dhr").read_bytes()
+    for cut in (len(good) - 1, len(good) // 2, 200, 5):
+        bad = tmp_path / f"cut{cut}.dhr"
+        bad.write_bytes(good[:cut])
+        with pytest.raises(BadData, match="truncated|not a dhr project") as exc:
+            Project.load(bad)
+        assert exc.value.exit_code == 4
+
+
+def test_random_bytes(tmp_path: Path) -> None:
+    bad = tmp_path / "random.dhr"
+    bad.write_bytes(os.urandom(4096))
+    expect_bad(bad, "not a dhr project file")
+    text = tmp_path / "text.dhr"
+    text.write_bytes(b"hello, this is not a project at all")
+    expect_bad(text, "not a dhr project file")
+
+
+def test_foreign_safetensors_wrong_magic(tmp_path: Path) -> None:
+    bad = tmp_path / "model.dhr"
+    save_file({"latent.wplus": torch.zeros(1, 18, 512)}, str(bad))
+    expect_bad(bad, "not a dhr project file")
+    save_file(
+        {"latent.wplus": torch.zeros(1, 18, 512)},
+        str(bad),
+        metadata={"format": "something-else", "format_version": "1.0"},
+    )
+    expect_bad(bad, "something-else")
+
+
+def rewrite_meta(src: Path, dst: Path, **changes: str | None) -> None:
+    p = Project.load(src)
+    meta = p.metadata()
+    for k, v in changes.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v
+    save_file({k: v.contiguous() for k, v in p.tensors.items()}, str(dst), metadata=meta)
+
+
+def test_newer_major_version_refused_newer_minor_read(photo: Path, tmp_path: Path) -> None:
+    src = full_project(photo).save(tmp_path / "a.dhr")
+    newer = tmp_path / "newer.dhr"
+    rewrite_meta(src, newer, format_version="2.0", dhr_version="9.0.0")
+    with pytest.raises(BadData, match="newer dhr") as exc:
+        Project.load(newer)
+    assert "upgrade dhr" in str(exc.value) and exc.value.exit_code == 4
+    minor = tmp_path / "minor.dhr"
+    rewrite_meta(src, minor, format_version="1.7")
+    assert Project.load(minor).format_version == "1.7"
+    garbled = tmp_path / "garbled.dhr"
+    rewrite_meta(src, garbled, format_version="one")
+    expect_bad(garbled, "format version")
+
+
+def test_missing_required_tensor(tmp_path: Path) -> None:
+    bad = tmp_path / "nolatent.dhr"
+    meta = Project(tensors={project.WPLUS: torch.zeros(1, 18, 512)}).metadata()
+    save_file({"mask.in_domain": torch.ones(1, 1, 8, 8)}, str(bad), metadata=meta)
+    expect_bad(bad, "latent.wplus")
+
+
+@pytest.mark.parametrize(
+    ("name", "tensor", "match"),
+    [
+        ("latent.wplus", torch.zeros(18, 512), r"\[1, n, d\]"),
+        ("latent.wplus", torch.zeros(1, 18, 512, dtype=torch.int64), r"\[1, n, d\]"),
+        ("latent.wplus", torch.full((1, 18, 512), float("nan")), "finite"),
+        ("mask.in_domain", torch.ones(1, 3, 8, 8), r"\[1, 1, H, W\]"),
+        ("mask.in_domain", torch.full((1, 1, 8, 8), 2.0), r"\[0, 1\]"),
+        ("feature.f", torch.zeros(2, 8, 4, 4), r"\[1, C, h, w\]"),
+        ("align.quad", torch.zeros(4, 2), "float64"),
+        ("align.crop_to_photo", torch.zeros(2, 3, dtype=torch.float64), "float64"),
+        ("delta.convs.0.conv.weight", torch.zeros(3, dtype=torch.int8), "float16"),
+    ],
+)
+def test_wrong_shapes_and_dtypes(tmp_path: Path, name: str, tensor, match: str) -> None:
+    tensors = {project.WPLUS: torch.zeros(1, 18, 512), name: tensor}
+    bad = tmp_path / "bad.dhr"
+    save_file(tensors, str(bad), metadata=Project().metadata())
+    expect_bad(bad, match)
+    with pytest.raises(BadData, match=match):  # the writer refuses too
+        Project(tensors=tensors).save(tmp_path / "w.dhr")
+
+
+def test_malformed_metadata_json(photo: Path, tmp_path: Path) -> None:
+    src = full_project(photo).save(tmp_path / "a.dhr")
+    bad = tmp_path / "meta.dhr"
+    rewrite_meta(src, bad, history="[{not json")
+    expect_bad(bad, "history")
+
+
+def test_trailing_garbage(photo: Path, tmp_path: Path) -> None:
+    path = full_project(photo).save(tmp_path / "a.dhr")
+    with open(path, "ab") as f:
+        f.write(b"junk")
+    expect_bad(path, "trailing")
+
+
+def test_header_length_beyond_file(tmp_path: Path) -> None:
+    bad = tmp_path / "hdr.dhr"
+    bad.write_bytes(struct.pack("<Q", 1000) + b"{}")
+    expect_bad(bad, "truncated")
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_write_keeps_old_file(
+    photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interrupt: type
+) -> None:
+    path = full_project(photo).save(tmp_path / "a.dhr")
+    before = path.read_bytes()
+
+    def broken_write(f, data, chunk=1 << 10):
+        f.write(data[: len(data) // 2])  # half the new file is on disk ...
+        raise interrupt()  # ... when Ctrl-C (or a bug) strikes
+
+    monkeypatch.setattr(project, "_write_all", broken_write)
+    changed = full_project(photo)
+    changed.wplus = torch.ones(1, 18, 512)
+    with pytest.raises(interrupt):
+        changed.save(path)
+    assert path.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    assert torch.equal(Project.load(path).wplus, full_project(photo).wplus)
+
+
+def test_interrupt_before_replace_keeps_old_file(
+    photo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = full_project(photo).save(tmp_path / "a.dhr")
+    before = path.read_bytes()
+
+    def interrupted_fsync(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(project.os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        full_project(photo).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_unwritable_destination_is_output_error(photo: Path, tmp_path: Path) -> None:
+    with pytest.raises(OutputError) as exc:
+        full_project(photo).save(tmp_path / "no" / "such" / "folder" / "a.dhr")
+    assert exc.value.exit_code == ExitCode.OUTPUT_ERROR == 6
+
+
+def test_file_mode_follows_umask(photo: Path, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = full_project(photo).save(tmp_path / "a.dhr")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_missing_photo_is_input_missing(tmp_path: Path) -> None:
+    with pytest.raises(InputMissing):
+        Project.for_photo(tmp_path / "missing.jpg")
