@@ -241,12 +241,12 @@ class FaceGeometry:
 # --------------------------------------------------------------------------------------------
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> np.ndarray:
+def ellipse_pts(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> np.ndarray:
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
 
 
-def _superellipse_arc(
+def superellipse_arc(
     cx: float, cy: float, rx: float, ry: float, expo: float, t0: float, t1: float, n: int
 ) -> np.ndarray:
     """Arc of |x/rx|^e + |y/ry|^e = 1 between angles t0..t1 (radians, y down)."""
@@ -258,7 +258,7 @@ def _superellipse_arc(
     )
 
 
-def _capsule(p0: np.ndarray, p1: np.ndarray, r: float, n: int = 10) -> np.ndarray:
+def capsule_pts(p0: np.ndarray, p1: np.ndarray, r: float, n: int = 10) -> np.ndarray:
     """Polygon of a stadium (segment p0-p1 thickened by radius r, round ends)."""
     p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
     d = p1 - p0
@@ -270,7 +270,7 @@ def _capsule(p0: np.ndarray, p1: np.ndarray, r: float, n: int = 10) -> np.ndarra
     return np.concatenate([e1, e0])
 
 
-def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
+def hsv_color(h: float, s: float, v: float) -> tuple[float, float, float]:
     r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
     return (255.0 * r, 255.0 * g, 255.0 * b)
 
@@ -359,6 +359,7 @@ class Canvas:
         cursor = dict.fromkeys(mapped, 0)
         image = Image.new("L", (self.side, self.side), 0)
         draw = ImageDraw.Draw(image)
+        draw.fontmode = "1"  # anti-aliased text would blend palette indices
         for kind, space, _, idx, extra in self._ops:
             xy = mapped[space][cursor[space]]
             cursor[space] += 1
@@ -410,10 +411,10 @@ def downsample_layer(
     if palette_classes is None:
         class_counts = np.zeros((0, C.NUM_CLASSES), np.float32)
     else:
-        # Small integers: float32 sums are exact and use BLAS.
-        onehot = np.zeros((len(colors), C.NUM_CLASSES), np.float32)
-        onehot[np.arange(len(colors)), palette_classes] = 1.0
-        class_counts = counts @ onehot
+        # Column sums per class (a one-hot matmul is slow for these skinny shapes).
+        class_counts = np.zeros((size * size, C.NUM_CLASSES), np.float32)
+        for c in np.unique(palette_classes):
+            class_counts[:, c] = counts[:, palette_classes == c].sum(axis=1)
     return premult.reshape(size, size, 3), alpha.reshape(size, size), class_counts
 
 
@@ -425,8 +426,8 @@ def majority_classes(class_index: np.ndarray, size: int, ss: int) -> tuple[np.nd
 
 def gradient_background(p: Mapping[str, float], size: int) -> np.ndarray:
     """The smooth two-colour background (size, size, 3) float32 in [0, 255]."""
-    ca = np.array(_hsv(p["bg_hue_a"], 0.45, p["bg_light_a"]), dtype=np.float32)
-    cb = np.array(_hsv(p["bg_hue_b"], 0.45, p["bg_light_b"]), dtype=np.float32)
+    ca = np.array(hsv_color(p["bg_hue_a"], 0.45, p["bg_light_a"]), dtype=np.float32)
+    cb = np.array(hsv_color(p["bg_hue_b"], 0.45, p["bg_light_b"]), dtype=np.float32)
     a = math.radians(p["bg_angle"])
     c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     # Projection of the pixel centre on the gradient direction, mapped to [0, 1] over the image.
@@ -451,6 +452,11 @@ _EYE_WHITE = (248, 248, 248)
 _LINER = (25, 18, 18)
 
 
+def skin_color(tone: float) -> tuple[float, float, float]:
+    """Skin colour for a tone in [0, 1] (the renderer's ``skin_tone`` scale)."""
+    return _ramp(_SKIN, tone)
+
+
 def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
     skin = _ramp(_SKIN, p["skin_tone"])
     hair = _ramp(_HAIR, p["hair_dark"])
@@ -471,8 +477,8 @@ def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
         "brow": brow,
         "iris": _ramp(_IRIS, p["iris_hue"]),
         "lips": _mix(_LIPS, skin, 0.15),
-        "cloth": _hsv(p["cloth_hue"], 0.55, p["cloth_light"]),
-        "cloth_dark": _scale(_hsv(p["cloth_hue"], 0.55, p["cloth_light"]), 0.75),
+        "cloth": hsv_color(p["cloth_hue"], 0.55, p["cloth_light"]),
+        "cloth_dark": _scale(hsv_color(p["cloth_hue"], 0.55, p["cloth_light"]), 0.75),
     }
 
 
@@ -516,8 +522,8 @@ def _face_outline(p: Mapping[str, float], g: FaceGeometry) -> np.ndarray:
     cx, cy = g.face_center
     a, hh = g.face_half_width, g.face_half_height
     lower_e = 1.9 + 1.5 * p["jaw"]  # superellipse exponent: pointed -> square jaw
-    upper = _superellipse_arc(cx, cy, a, hh, 2.3, np.pi, 2 * np.pi, 28)
-    lower = _superellipse_arc(cx, cy, a, hh, lower_e, 0.0, np.pi, 28)
+    upper = superellipse_arc(cx, cy, a, hh, 2.3, np.pi, 2 * np.pi, 28)
+    lower = superellipse_arc(cx, cy, a, hh, lower_e, 0.0, np.pi, 28)
     return np.concatenate([upper[:-1], lower[:-1]])
 
 
@@ -526,7 +532,7 @@ def _draw_back_hair(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) ->
     hw = g.head_half_width
     top = g.head_top[1]
     cap_cy = cy - 0.05
-    cap = _superellipse_arc(cx, cap_cy, hw, cap_cy - top, 2.2, np.pi, 2 * np.pi, 30)
+    cap = superellipse_arc(cx, cap_cy, hw, cap_cy - top, 2.2, np.pi, 2 * np.pi, 30)
     # Sides fall from the cap to a length between the temples and the shoulders.
     y_end = (cy - 0.02) + (0.99 - (cy - 0.02)) * p["hair_length"]
     flare = 0.02 * p["hair_volume"] * p["hair_length"]
@@ -544,7 +550,7 @@ def _draw_front_hair(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -
     hl = g.hairline_y
     # Outer edge: up the left side of the head, over the top, down the right side.
     cap_cy = cy - 0.05
-    outer = _superellipse_arc(cx, cap_cy, hw, cap_cy - g.head_top[1], 2.2, np.pi, 2 * np.pi, 30)
+    outer = superellipse_arc(cx, cap_cy, hw, cap_cy - g.head_top[1], 2.2, np.pi, 2 * np.pi, 30)
     outer = np.concatenate([[[cx - hw, temple_y]], outer, [[cx + hw, temple_y]]])
     # Hairline from right temple to left temple, with a notch at the parting.
     u = np.linspace(1.0, -1.0, 31)
@@ -567,16 +573,16 @@ def _draw_eye(cv: Canvas, p: Mapping[str, float], ex: float, ey: float, side: in
     lower = np.stack([ex + w * u, ey + lo * (1 - u**2) ** 0.9], axis=1)
     cv.polygon(np.concatenate([upper, lower[::-1]]), _EYE_WHITE, C.EYES)
     r = 0.029
-    cv.polygon(_ellipse(ex, ey, r, r, 28), col["iris"], C.EYES)
-    cv.polygon(_ellipse(ex, ey, 0.012, 0.012, 18), (12, 10, 10), C.EYES)
-    cv.polygon(_ellipse(ex - 0.009, ey - 0.008, 0.006, 0.006, 12), (255, 255, 255), C.EYES)
+    cv.polygon(ellipse_pts(ex, ey, r, r, 28), col["iris"], C.EYES)
+    cv.polygon(ellipse_pts(ex, ey, 0.012, 0.012, 18), (12, 10, 10), C.EYES)
+    cv.polygon(ellipse_pts(ex - 0.009, ey - 0.008, 0.006, 0.006, 12), (255, 255, 255), C.EYES)
     # Eyelids: skin polygons hide the iris beyond the lid curves.
     cover = 0.05
     cv.polygon(np.concatenate([upper, (upper + [0.0, -cover])[::-1]]), col["skin"], C.SKIN)
     cv.polygon(np.concatenate([lower, (lower + [0.0, cover])[::-1]]), col["skin"], C.SKIN)
     cv.line(upper, _LINER, C.EYES, 0.0095)
-    crease = upper.copy()
-    crease[:, 1] -= 0.014 + 0.006 * p["eye_open"]
+    # Lid crease above the fully open lid line: fixed, so eye_open moves only eye pixels.
+    crease = np.stack([ex + w * u, ey - 0.062 * (1 - u**2) ** 0.75 * skew], axis=1)
     cv.line(crease[4:-3], col["skin_dark"], C.SKIN, 0.006)
 
 
@@ -597,14 +603,16 @@ def _draw_nose(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> None
     nw = 0.026 + 0.016 * p["nose_width"]
     t = np.linspace(0.0, 1.0, 8)
     left = np.stack([cx - 0.012 - (nw - 0.012) * t**2.5, top_y + (tip_y - top_y) * t], axis=1)
-    base = _superellipse_arc(cx, tip_y - 0.004, nw, 0.018, 2.0, np.pi, 0.0, 15)[::-1]
+    base = superellipse_arc(cx, tip_y - 0.004, nw, 0.018, 2.0, np.pi, 0.0, 15)[::-1]
     base = base[base[:, 1] >= tip_y - 0.004]
     right = left[::-1].copy()
     right[:, 0] = 2 * cx - right[:, 0]
     cv.polygon(np.concatenate([left, base, right]), col["nose"], C.NOSE)
     for s in (-1, 1):
         cv.polygon(
-            _ellipse(cx + s * nw * 0.5, tip_y + 0.002, 0.0105, 0.0065, 14), col["nostril"], C.NOSE
+            ellipse_pts(cx + s * nw * 0.5, tip_y + 0.002, 0.0105, 0.0065, 14),
+            col["nostril"],
+            C.NOSE,
         )
 
 
@@ -635,15 +643,21 @@ def _draw_mouth(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> Non
 
 
 def _draw_wrinkles(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> None:
-    """Age lines; always drawn, their colour goes from skin (invisible) to dark with age."""
+    """Age lines: their colour goes from skin (invisible) to dark with age.
+
+    Positions depend only on the face oval and the eye line, never on other attributes'
+    features, and stay inside the face, so age changes colours but no shape or class.
+    """
     cx, cy = g.face_center
+    a = g.face_half_width
     c = col["wrinkle"]
     ey = g.eye_left[1]
     w = 0.0085
     for i, dy in enumerate((0.0, 0.022, 0.044)):
         u = np.linspace(-1, 1, 12)
         span = 0.085 - 0.012 * i
-        y = g.brow_y - 0.04 - dy + 0.006 * u**2
+        # Fixed to the eye line (not the brows) so brow_height moves only brow pixels.
+        y = ey - 0.13 - dy + 0.006 * u**2
         cv.line(np.stack([cx + span * u, y], 1), c, C.SKIN, w)
     for s in (-1, 1):
         ex = cx + s * _EYE_DX
@@ -651,18 +665,18 @@ def _draw_wrinkles(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> 
         u = np.linspace(-0.8, 0.8, 9)
         cv.line(np.stack([ex + 0.045 * u, ey + 0.036 + 0.01 * (1 - u**2)], 1), c, C.SKIN, w)
         # Crow's feet.
-        ox = ex + s * 0.068
+        ox = cx + s * min(0.158, 0.93 * a - 0.018)
         for ang in (-25, 0, 25):
             d = np.array([math.cos(math.radians(ang)) * s, math.sin(math.radians(ang))])
-            cv.line(np.array([[ox, ey], [ox + 0.02 * d[0], ey + 0.02 * d[1]]]), c, C.SKIN, w)
+            cv.line(np.array([[ox, ey], [ox + 0.014 * d[0], ey + 0.014 * d[1]]]), c, C.SKIN, w)
         # Nasolabial folds: nose wing to beside the mouth.
         t = np.linspace(0, 1, 10)
         fx = cx + s * (0.055 + 0.06 * t - 0.015 * t**2)
-        fy = g.nose_tip[1] - 0.005 + (g.mouth[1] - g.nose_tip[1]) * t
+        fy = ey + 0.11 + (g.mouth[1] - ey - 0.11) * t
         cv.line(np.stack([fx, fy], 1), c, C.SKIN, w * 1.1)
         # Marionette lines below the mouth corners.
-        mx = cx + s * 0.11
-        seg = np.array([[mx, g.mouth[1] + 0.035], [mx - s * 0.008, g.mouth[1] + 0.065]])
+        mx = cx + s * 0.5 * a
+        seg = np.array([[mx, g.mouth[1] + 0.03], [mx - s * 0.006, g.mouth[1] + 0.055]])
         cv.line(seg, c, C.SKIN, w)
 
 
@@ -675,8 +689,8 @@ def _draw_body(cv: Canvas, g: FaceGeometry, col) -> None:
     cv.polygon(neck, col["neck"], C.SKIN)
     for s in (-1, 1):
         ex, ey = (g.ear_left if s < 0 else g.ear_right)[0], g.eye_left[1] + 0.045
-        cv.polygon(_ellipse(ex + s * 0.012, ey, 0.03, 0.058, 24), col["skin"], C.SKIN)
-        cv.polygon(_ellipse(ex + s * 0.018, ey - 0.002, 0.013, 0.034, 16), col["ear_in"], C.SKIN)
+        cv.polygon(ellipse_pts(ex + s * 0.012, ey, 0.03, 0.058, 24), col["skin"], C.SKIN)
+        cv.polygon(ellipse_pts(ex + s * 0.018, ey - 0.002, 0.013, 0.034, 16), col["ear_in"], C.SKIN)
 
 
 def _draw_cloth(cv: Canvas, col) -> None:
