@@ -15,6 +15,7 @@ from .alignment import (
     GENERATOR_SIZE,
     AlignedFace,
     align,
+    align_photo,
     crop_to_photo_points,
     ffhq_quad,
     ffhq_template,
@@ -31,6 +32,8 @@ from .detection import (
     detect,
     find_faces,
     load_detector,
+    mtcnn_detector,
+    retinaface_detector,
     select_faces,
 )
 from .image_io import (
@@ -58,6 +61,7 @@ __all__ = [
     "Face",
     "Photo",
     "align",
+    "align_photo",
     "as_rgb",
     "crop_to_photo_points",
     "detect",
@@ -68,6 +72,7 @@ __all__ = [
     "identity_alignment",
     "load_detector",
     "load_image",
+    "mtcnn_detector",
     "output_format",
     "paste_alpha",
     "paste_back",
@@ -75,6 +80,7 @@ __all__ = [
     "photo_to_crop",
     "quad_to_matrix",
     "rescale_crop_matrix",
+    "retinaface_detector",
     "save_image",
     "select_faces",
 ]

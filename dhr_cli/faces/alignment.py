@@ -27,15 +27,17 @@ Coordinates: photo pixel (i, j) has its centre at (x=i, y=j); the same for crop 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ..errors import BadData
-from .detection import Face
-from .image_io import Photo, as_rgb
+from .detection import DEFAULT_MIN_FACE, Face, detect, select_faces
+from .image_io import DEFAULT_MAX_PIXELS, Photo, as_rgb, load_image
 
 GENERATOR_SIZE = 1024  # FFHQ StyleGAN2
 ENCODER_SIZE = 256  # e4e input
@@ -259,3 +261,36 @@ def crop_to_photo_points(points: np.ndarray, crop_to_photo: np.ndarray) -> np.nd
     """Map crop points [...,2] into photo coordinates."""
     pts = np.asarray(points, dtype=np.float64)
     return pts @ crop_to_photo[:2, :2].T + crop_to_photo[:2, 2]
+
+
+def align_photo(
+    source: str | os.PathLike[str] | Photo,
+    *,
+    detector: str = "retinaface",
+    fast: bool = False,
+    face: int | None = None,
+    all_faces: bool = False,
+    min_face: float = DEFAULT_MIN_FACE,
+    size: int = GENERATOR_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    device: str = "cpu",
+    models_dir: Path | None = None,
+    offline: bool | None = None,
+) -> tuple[Photo, list[AlignedFace]]:
+    """Photo file (or `Photo`) -> the photo and its aligned face(s): load, detect, pick, align.
+
+    `face` is 1-based (1 = largest); `all_faces` returns every face of at least `min_face`
+    px, largest first. Every expected failure is a DhrError (InputMissing, BadData, ...).
+    """
+    photo = source if isinstance(source, Photo) else load_image(source, max_pixels=max_pixels)
+    faces = detect(
+        photo,
+        detector=detector,
+        fast=fast,
+        min_face=min_face,
+        device=device,
+        models_dir=models_dir,
+        offline=offline,
+    )
+    chosen = select_faces(faces, face, all_faces)
+    return photo, [align(photo, f, size=size) for f in chosen]

@@ -138,13 +138,13 @@ def _decode(im: Image.Image, path: Path) -> Photo:
         log.debug(f"{path}: {im.n_frames} frames, using the first")
     save_options = _save_options_from(im)
     icc = im.info.get("icc_profile")
-    exif = _exif_without_orientation(im)
     try:
-        upright = ImageOps.exif_transpose(im)
+        upright = ImageOps.exif_transpose(im) or im
     except Exception as e:  # a broken EXIF block must not make the photo unreadable
         log.warn(f"{path}: ignoring unreadable EXIF orientation ({_first_line(e)})")
         upright = im
-    rgb, alpha, icc = _to_rgb(upright if upright is not None else im, icc)
+    exif = _exif_without_orientation(upright)
+    rgb, alpha, icc = _to_rgb(upright, icc)
     return Photo(
         rgb=rgb,
         alpha=alpha,
