@@ -115,3 +115,11 @@ def test_wrong_weights_are_refused(tmp_path: Path, weights: tuple[Path, dict]) -
     with pytest.raises(Exception) as info:
         load_identity(tmp_path / "missing.pth")
     assert info.value.__class__.__name__ == "InputMissing"
+
+
+def test_from_hub_offline_without_weights_says_so(tmp_path: Path) -> None:
+    from dhr_cli.errors import ModelUnavailable
+    from dhr_cli.nets.identity import identity_from_hub
+
+    with pytest.raises(ModelUnavailable, match="recognition_arcface_ir_se50.pth"):
+        identity_from_hub(models_dir=tmp_path, offline=True)

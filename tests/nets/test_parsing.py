@@ -149,3 +149,11 @@ def test_bad_weight_files(tmp_path: Path, weights: tuple[Path, dict]) -> None:
     for name in ("w.pth", "w.safetensors"):
         loaded = load_parser(tmp_path / name).net.state_dict()
         assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_from_hub_offline_without_weights_says_so(tmp_path: Path) -> None:
+    from dhr_cli.errors import ModelUnavailable
+    from dhr_cli.nets.parsing import parser_from_hub
+
+    with pytest.raises(ModelUnavailable, match="parsing_bisenet.pth"):
+        parser_from_hub(models_dir=tmp_path, offline=True)
