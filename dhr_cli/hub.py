@@ -638,23 +638,7 @@ def _check(entry: ModelFile, path: Path, hashes: _Hashes, *, full: bool = False)
     digest = sha256_file(path, label=f"verifying {entry.filename}")
     problem = _mismatch(entry, path, digest, hashes)
     if problem is None:
-        if expected is None:
-            # trust on first use: remember this hash and hold later copies to it
-            console.log.info(
-                f"{entry.name}: no published sha256; recording {digest[:16]}... (first use)"
-            )
-            hashes.update(
-                first_use=(
-                    entry.name,
-                    {
-                        "sha256": digest,
-                        "size": path.stat().st_size,
-                        "source": str(path),
-                        "time": _now(),
-                    },
-                )
-            )
-        hashes.update(verified=(path, digest))
+        _remember(entry, path, digest, str(path), hashes)
     else:
         hashes.update(forget=path)
     return problem
@@ -925,22 +909,20 @@ def _download_direct(entry: ModelFile, url: str, folder: Path, hashes: _Hashes) 
             raise _SourceFailed(f"{url}: downloaded file rejected: {problem}")
         console.log.warn(f"resumed download of {entry.filename} is bad ({problem}); starting over")
     _finish(partial, dest)
-    _record_download(entry, dest, digest, url, hashes)
+    _remember(entry, dest, digest, url, hashes)
     return dest
 
 
-def _record_download(entry: ModelFile, dest: Path, digest: str, source: str, h: _Hashes) -> None:
-    if _expected_sha(entry, h)[0] is None:
+def _remember(entry: ModelFile, path: Path, digest: str, source: str, hashes: _Hashes) -> None:
+    """Record a good file: its (size, mtime), and its hash as first-use if none is known."""
+    if _expected_sha(entry, hashes)[0] is None:
+        # trust on first use: remember this hash and hold later copies to it
         console.log.info(
             f"{entry.name}: no published sha256; recording {digest[:16]}... (first use)"
         )
-        h.update(
-            first_use=(
-                entry.name,
-                {"sha256": digest, "size": dest.stat().st_size, "source": source, "time": _now()},
-            )
-        )
-    h.update(verified=(dest, digest))
+        rec = {"sha256": digest, "size": path.stat().st_size, "source": source, "time": _now()}
+        hashes.update(first_use=(entry.name, rec))
+    hashes.update(verified=(path, digest))
 
 
 @contextlib.contextmanager
@@ -983,7 +965,7 @@ def _extract_member(entry: ModelFile, archive_path: Path, folder: Path, hashes: 
         partial.unlink(missing_ok=True)
         raise _SourceFailed(f"{entry.archive.member} in {archive_path.name}: {problem}")
     _finish(partial, dest)
-    _record_download(entry, dest, digest, f"{entry.archive.url}#{entry.archive.member}", hashes)
+    _remember(entry, dest, digest, f"{entry.archive.url}#{entry.archive.member}", hashes)
     return dest
 
 
@@ -1335,7 +1317,8 @@ def import_file(
         folder.mkdir(parents=True, exist_ok=True)
         with _locked(folder, entry.filename):
             if not (dest.exists() and dest.resolve() == src.resolve()):
-                partial = folder / (entry.filename + ".partial")
+                # not "<file>.partial": that may be a download waiting to be resumed
+                partial = folder / (entry.filename + ".import.partial")
                 try:
                     with open(src, "rb") as fin, open(partial, "wb") as fout:
                         shutil.copyfileobj(fin, fout, CHUNK)
