@@ -620,8 +620,8 @@ def _draw_mouth(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> Non
     mx, my = g.mouth
     s = p["smile"]
     mw = (0.062 + 0.03 * p["mouth_width"]) * (1.0 + 0.2 * s)
-    lift = -0.008 + 0.036 * s  # corners up with smile, slightly down at 0
-    op = 0.058 * min(max((s - 0.4) / 0.6, 0.0), 1.0)  # opening shows teeth from smile 0.4
+    lift = -0.008 + 0.04 * s  # corners up with smile, slightly down at 0
+    op = 0.066 * min(max((s - 0.4) / 0.6, 0.0), 1.0)  # opening shows teeth from smile 0.4
     t_up = 0.015 * (1.0 - 0.2 * s)
     t_lo = 0.02 * (1.0 - 0.25 * s)
     u = np.linspace(-1.0, 1.0, 25)
