@@ -154,17 +154,17 @@ def align(
 
     # Resample the quad (a square, so the QUAD map is affine) in edge coordinates.
     t_size = size * max(1, int(transform_scale))
-    out = Image.fromarray(work).transform(
+    out = warp_float(
+        work,
         (t_size, t_size),
         Image.Transform.QUAD,
         tuple((quad_w + 0.5).flatten()),
         Image.Resampling.BILINEAR,
+        reduce_to=(size, size),
     )
-    if t_size != size:
-        out = out.resize((size, size), Image.Resampling.LANCZOS)
     h, w = rgb.shape[:2]
     return AlignedFace(
-        image=np.asarray(out, dtype=np.uint8),
+        image=np.clip(np.rint(out), 0, 255).astype(np.uint8),
         quad=quad,
         crop_to_photo=quad_to_matrix(quad, size),
         photo_size=(w, h),
@@ -172,10 +172,32 @@ def align(
     )
 
 
+def warp_float(
+    image: np.ndarray,
+    size: tuple[int, int],
+    method: Image.Transform,
+    data: tuple[float, ...],
+    resample: Image.Resampling,
+    reduce_to: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Pillow's geometric transform of an [H,W,C] image, computed in float32 per channel
+    (Pillow's 8-bit transforms truncate, darkening every resampled pixel by ~0.5 level);
+    optionally followed by a Lanczos reduction to `reduce_to`. Returns float32 [h,w,C]."""
+    planes = []
+    for ch in np.moveaxis(np.asarray(image, dtype=np.float32), -1, 0):
+        plane = Image.fromarray(np.ascontiguousarray(ch), "F").transform(
+            size, method, data, resample
+        )
+        if reduce_to is not None and reduce_to != size:
+            plane = plane.resize(reduce_to, Image.Resampling.LANCZOS)
+        planes.append(np.asarray(plane, dtype=np.float32))
+    return np.stack(planes, axis=-1)
+
+
 def _prepare(
     rgb: np.ndarray, quad: np.ndarray, size: int, enable_padding: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """FFHQ's shrink, crop and pad steps: the working image and the quad inside it."""
+    """FFHQ's shrink, crop and pad steps: the working image (float32) and the quad in it."""
     h, w = rgb.shape[:2]
     qsize = np.hypot(*(quad[3] - quad[0]))  # side of the quad in photo pixels
 
@@ -228,10 +250,7 @@ def _prepare(
         )
         work += (np.median(work, axis=(0, 1)) - work) * np.clip(mask, 0.0, 1.0)
         q = q + pad[:2]
-    work_u8 = np.clip(np.rint(work), 0, 255).astype(np.uint8)
-
-    # Quad in working-image coordinates: undo the reduction's centre shift (exact for f=1).
-    return work_u8, q
+    return work, q
 
 
 def identity_alignment(image: np.ndarray) -> AlignedFace:

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from ..errors import BadData
-from .alignment import GENERATOR_SIZE, AlignedFace, rescale_crop_matrix
+from .alignment import GENERATOR_SIZE, AlignedFace, rescale_crop_matrix, warp_float
 from .image_io import Photo, as_rgb
 
 DEFAULT_BLEND_RADIUS = 32.0
@@ -30,8 +30,8 @@ def feather_mask(
     """Feathered blend mask [size,size] float32 in [0,1] in crop space.
 
     `mask` ([h,w] or [1,1,h,w], any resolution, 1 = replace) defaults to the whole square.
-    It is binarised at 0.5, eroded by the radius and blurred (Gaussian truncated at the
-    radius), so it is exactly 0 outside the original mask. `blend_radius` is in pixels of a
+    It is binarised at 0.5, eroded by the radius and blurred (Gaussian truncated within the
+    radius), so it is exactly 0 outside the original mask and at the crop's edge. `blend_radius` is in pixels of a
     1024 crop.
     """
     if mask is None:
@@ -50,8 +50,11 @@ def feather_mask(
     # distance to the nearest outside pixel (the crop border counts as outside)
     dist = distance_transform_edt(np.pad(binary, 1))[1:-1, 1:-1]
     eroded = (dist > r).astype(np.float32)
-    # blur over about the erosion radius; the product keeps it exactly 0 outside the mask
-    return (gaussian_filter(eroded, r / 3, truncate=3.0) * binary).clip(0.0, 1.0)
+    # Blur with a kernel reaching less than the erosion depth, so the crop's edge stays 0;
+    # the product keeps it exactly 0 outside a given mask.
+    sigma = r / 3
+    reach = max(int(np.ceil(r)) - 1, 0)
+    return (gaussian_filter(eroded, sigma, truncate=reach / sigma) * binary).clip(0.0, 1.0)
 
 
 def paste_back(
@@ -151,11 +154,8 @@ def _warp_into_photo(
     origin = inv[:2, :2] @ np.array([x0 - 0.5, y0 - 0.5]) + inv[:2, 2] + 0.5
     data = (inv[0, 0], inv[0, 1], origin[0], inv[1, 0], inv[1, 1], origin[1])
     size = (x1 - x0, y1 - y0)
-    warped = Image.fromarray(crop).transform(
-        size, Image.Transform.AFFINE, data, Image.Resampling.BICUBIC
+    warped = warp_float(crop, size, Image.Transform.AFFINE, data, Image.Resampling.BICUBIC)
+    alpha = warp_float(
+        feather[..., None], size, Image.Transform.AFFINE, data, Image.Resampling.BILINEAR
     )
-    alpha = Image.fromarray(feather.astype(np.float32), "F").transform(
-        size, Image.Transform.AFFINE, data, Image.Resampling.BILINEAR
-    )
-    alpha_np = np.asarray(alpha, dtype=np.float32).clip(0.0, 1.0)
-    return (y0, y1, x0, x1), np.asarray(warped, dtype=np.float32), alpha_np
+    return (y0, y1, x0, x1), warped, alpha[..., 0].clip(0.0, 1.0)

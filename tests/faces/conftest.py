@@ -75,7 +75,7 @@ def _write_variant(folder: Path, astronaut: np.ndarray, kind: str) -> tuple[Path
         alpha[-64:, :] = 128
         path = folder / "rgba.png"
         Image.fromarray(np.dstack([astronaut, alpha]), "RGBA").save(path)
-        expected = astronaut.copy()
-        expected[:, :64] = 255
+        a = alpha[..., None].astype(np.float64) / 255
+        expected = np.rint(astronaut * a + 255 * (1 - a)).astype(np.uint8)
         return path, expected
     raise ValueError(kind)
