@@ -21,7 +21,7 @@ from skimage import data
 
 from dhr_cli import faces
 
-PANEL = 512
+PANEL = 400
 LABEL = 28
 
 
