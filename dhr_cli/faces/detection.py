@@ -39,7 +39,7 @@ _MAX_ROLL = 30.0  # degrees of head roll still counted as upright
 _Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: fields are arrays
 class Face:
     """One detected face in photo coordinates (pixel centres at integers)."""
 
