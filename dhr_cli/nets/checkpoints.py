@@ -131,6 +131,642 @@ def _read_bytes(path: Path) -> bytes:
         raise InputMissing(f"cannot read {path}: {e.strerror}") from e
 
 
+# --- StyleGAN2 generator and e4e encoder ---
+# Formats read here (`load_generator`, `load_encoder`, `load_e4e`):
+# - rosinality .pt: {"g_ema": state dict (rosinality names), "latent_avg": [512]} (from its
+#   convert_weight.py; training checkpoints add "g", "d", "args", ... and lack latent_avg);
+# - e4e / pSp / LSAP .pt: {"state_dict": {"encoder.*", "decoder.*"}, "latent_avg": [18, 512],
+#   "opts": argparse.Namespace or dict (encoder_type, start_from_latent_avg, ...)};
+# - the GANInverter toolbox: {"encoder": {"state_dict": {...}} or flat {"encoder.*": ...},
+#   with "latent_avg" beside, "decoder": generator state dict}; keys may carry `module.`;
+# - NVIDIA stylegan2-ada-pytorch .pkl: a pickle of persistent-class objects ({"G_ema": ...}).
+#   Read with a restricted unpickler that builds inert stand-ins (never the pickled classes,
+#   never the embedded source code) and renamed to the rosinality layout;
+# - dhr's own safetensors (`save_models`): tensors "generator.*" / "encoder.*" (state dicts
+#   incl. latent_avg), metadata format="dhr-models" plus the JSON configs "generator" /
+#   "encoder". A safetensors file of a bare rosinality state dict ("g_ema.*") also loads.
+
+MODELS_FORMAT = "dhr-models"
+
+
+def _resolve_model(spec: Path | str) -> Path:
+    """A model file path; a bare registry name (e.g. "e4e-ffhq") is fetched through the hub."""
+    path = Path(spec)
+    if path.exists() or not isinstance(spec, str) or "/" in spec or "." in spec:
+        return path
+    from .. import hub
+
+    return hub.fetch(spec)
+
+
+def load_generator(path: Path | str, *, lr_mlp: float | None = None) -> Any:
+    """A `Generator` (eval mode, CPU) from any supported file (see the format list above).
+
+    lr_mlp overrides the mapping learning-rate multiplier for formats that do not record
+    it (rosinality and e4e files: the official value 0.01 is assumed).
+    """
+    models = _read_models(_resolve_model(path), want="generator", lr_mlp=lr_mlp)
+    return models["generator"]
+
+
+def load_encoder(path: Path | str) -> Any:
+    """An e4e/pSp `Encoder` (eval mode, CPU, latent_avg set) from an encoder checkpoint."""
+    return _read_models(_resolve_model(path), want="encoder")["encoder"]
+
+
+def load_e4e(path: Path | str, *, lr_mlp: float | None = None) -> tuple[Any, Any | None]:
+    """(Encoder, Generator or None) from one e4e/pSp/LSAP/GANInverter or dhr checkpoint."""
+    models = _read_models(_resolve_model(path), want="encoder", also_generator=True, lr_mlp=lr_mlp)
+    return models["encoder"], models.get("generator")
+
+
+def save_models(
+    path: Path | str,
+    *,
+    generator: Any | None = None,
+    encoder: Any | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write a generator and/or encoder to one safetensors file in dhr's layout."""
+    from safetensors.torch import save_file
+
+    if generator is None and encoder is None:
+        raise ValueError("save_models needs a generator or an encoder")
+    tensors: dict[str, Any] = {}
+    meta = {"format": MODELS_FORMAT, **(metadata or {})}
+    for prefix, module in (("generator", generator), ("encoder", encoder)):
+        if module is None:
+            continue
+        meta[prefix] = module.config.to_json()
+        for k, v in module.state_dict().items():
+            tensors[f"{prefix}.{k}"] = v.detach().to("cpu").contiguous().clone()
+    path = Path(path)
+    try:
+        save_file(tensors, str(path), metadata=meta)
+    except OSError as e:
+        from ..errors import OutputError
+
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    return path
+
+
+def save_generator(generator: Any, path: Path | str) -> Path:
+    """`save_models(path, generator=generator)`."""
+    return save_models(path, generator=generator)
+
+
+def save_encoder(encoder: Any, path: Path | str) -> Path:
+    """`save_models(path, encoder=encoder)`."""
+    return save_models(path, encoder=encoder)
+
+
+def _read_models(
+    path: Path,
+    *,
+    want: str,
+    also_generator: bool = False,
+    lr_mlp: float | None = None,
+) -> dict[str, Any]:
+    """Dispatch on the file format; returns {"generator": G?, "encoder": E?} with `want` set."""
+    fmt = weight_file_format(path)
+    if fmt == "safetensors":
+        found = _read_dhr_safetensors(path, lr_mlp=lr_mlp)
+    elif fmt == "pickle":
+        found = _read_stylegan2_ada(path, lr_mlp=lr_mlp)
+    else:
+        found = _read_torch_checkpoint(
+            path, want=want, also_generator=also_generator, lr_mlp=lr_mlp
+        )
+    if found.get(want) is None:
+        kinds = ", ".join(k for k, v in found.items() if v is not None) or "nothing usable"
+        raise BadData(
+            f"{path} holds no {want} (found {kinds})",
+            hint="an e4e/pSp/LSAP checkpoint holds both; a StyleGAN2 file only a generator",
+        )
+    return found
+
+
+def _strip_module(state: dict[str, Any]) -> dict[str, Any]:
+    """Drop DataParallel `module.` prefixes (also after a leading `encoder.`/`decoder.`)."""
+    out = {}
+    for k, v in state.items():
+        k = k.removeprefix("module.")
+        for head in ("encoder.", "decoder."):
+            if k.startswith(head + "module."):
+                k = head + k[len(head) + len("module.") :]
+        out[k] = v
+    return out
+
+
+def _sub(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _opts_dict(opts: Any) -> dict[str, Any]:
+    if opts is None:
+        return {}
+    if isinstance(opts, dict):
+        return dict(opts)
+    return dict(vars(opts)) if hasattr(opts, "__dict__") else {}
+
+
+def _read_torch_checkpoint(
+    path: Path, *, want: str, also_generator: bool, lr_mlp: float | None
+) -> dict[str, Any]:
+    import torch
+
+    data = torch_load(path)
+    if not isinstance(data, dict):
+        raise BadData(
+            f"{path} is not a StyleGAN2/e4e checkpoint (top level is {type(data).__name__})"
+        )
+    opts = _opts_dict(data.get("opts"))
+    found: dict[str, Any] = {}
+    need_g = want == "generator" or also_generator
+    if isinstance(data.get("g_ema"), dict):  # rosinality
+        if need_g:
+            found["generator"] = generator_from_state_dict(
+                _strip_module(data["g_ema"]),
+                latent_avg=data.get("latent_avg"),
+                lr_mlp=lr_mlp,
+                source=path,
+            )
+        return found
+    enc_state: dict[str, Any] = {}
+    dec_state: dict[str, Any] = {}
+    latent_avg = data.get("latent_avg")
+    if isinstance(data.get("encoder"), dict):  # GANInverter toolbox nesting
+        enc = data["encoder"]
+        latent_avg = enc.get("latent_avg", latent_avg)
+        inner = enc["state_dict"] if isinstance(enc.get("state_dict"), dict) else enc
+        inner = _strip_module({k: v for k, v in inner.items() if k != "latent_avg"})
+        enc_state = _sub(inner, "encoder.") or inner
+        dec = data.get("decoder")
+        if isinstance(dec, dict):
+            dec = dec["state_dict"] if isinstance(dec.get("state_dict"), dict) else dec
+            dec_state = _strip_module(dec)
+            dec_state = _sub(dec_state, "decoder.") or dec_state
+    else:
+        state = data.get("state_dict", data)
+        if not isinstance(state, dict):
+            raise BadData(f"{path}: 'state_dict' is not a dict")
+        state = _strip_module(state)
+        enc_state, dec_state = _sub(state, "encoder."), _sub(state, "decoder.")
+        if not enc_state and not dec_state and "conv1.conv.weight" in state:
+            dec_state = state  # a bare generator state dict
+    latent_avg = latent_avg.detach().float() if isinstance(latent_avg, torch.Tensor) else None
+    if enc_state and want == "encoder":
+        found["encoder"] = encoder_from_state_dict(
+            enc_state, latent_avg=latent_avg, opts=opts, source=path
+        )
+    if dec_state and need_g:
+        g_avg = None
+        if latent_avg is not None:
+            g_avg = latent_avg.reshape(-1, latent_avg.shape[-1])[0]
+        found["generator"] = generator_from_state_dict(
+            dec_state, latent_avg=g_avg, lr_mlp=lr_mlp, source=path
+        )
+    if not enc_state and not dec_state:
+        raise BadData(
+            f"{path} is not a StyleGAN2 or e4e/pSp checkpoint "
+            f"(top-level keys: {', '.join(sorted(map(str, data))[:8])})"
+        )
+    return found
+
+
+def _read_dhr_safetensors(path: Path, *, lr_mlp: float | None) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    from .e4e import EncoderConfig
+    from .stylegan2 import GeneratorConfig
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BadData(f"cannot read {path} as safetensors: {e}") from e
+    found: dict[str, Any] = {}
+    if meta.get("format") == MODELS_FORMAT:
+        try:
+            if "generator" in meta:
+                cfg = GeneratorConfig.from_json(meta["generator"])
+                found["generator"] = _build(
+                    "generator", cfg, _sub(tensors, "generator."), path, "a dhr generator"
+                )
+            if "encoder" in meta:
+                ecfg = EncoderConfig.from_json(meta["encoder"])
+                found["encoder"] = _build(
+                    "encoder", ecfg, _sub(tensors, "encoder."), path, "a dhr encoder"
+                )
+        except (ValueError, KeyError, TypeError) as e:
+            raise BadData(f"{path}: bad model config in metadata ({e})") from e
+        return found
+    state = _sub(tensors, "g_ema.") or tensors
+    if "conv1.conv.weight" in state:
+        found["generator"] = generator_from_state_dict(
+            state, latent_avg=tensors.get("latent_avg"), lr_mlp=lr_mlp, source=path
+        )
+        return found
+    raise BadData(
+        f"{path} is not a dhr model file (metadata format {meta.get('format')!r})",
+        hint="write model files with dhr_cli.nets.checkpoints.save_models",
+    )
+
+
+def _build(kind: str, config: Any, state: dict[str, Any], source: Path, what: str) -> Any:
+    """Construct the module without disturbing the global RNG, load `state` strictly."""
+    import torch
+
+    from .e4e import Encoder
+    from .stylegan2 import Generator
+
+    if kind == "encoder":
+        # e4e has ~270M parameters: build on the meta device and adopt the loaded tensors
+        with torch.device("meta"):
+            module = Encoder(config)
+        _load_exact(module, state, source=source, what=what, assign=True)
+        return module.eval()
+    with torch.random.fork_rng(devices=[]):
+        module = Generator(config)
+    _load_exact(module, state, source=source, what=what)
+    return module.eval()
+
+
+def _load_exact(
+    module: Any, state: dict[str, Any], *, source: Path, what: str, assign: bool = False
+) -> None:
+    """Strict `load_state_dict` with mismatches reported as BadData (names and shapes)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        problems.append(
+            f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)}, "
+            f"expected {tuple(own[k].shape)})"
+        )
+    if problems:
+        raise BadData(f"{source} is not {what}: " + "; ".join(problems) + " tensors")
+    if assign:
+        import torch
+
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        state = {
+            k: v if not isinstance(v, torch.nn.Parameter) else v.data for k, v in state.items()
+        }
+    module.load_state_dict(state, strict=True, assign=assign)
+
+
+def generator_config_from_state_dict(
+    state: dict[str, Any], *, lr_mlp: float | None = None, conv_clamp: float | None = None
+) -> Any:
+    """Infer a `GeneratorConfig` from a rosinality-layout state dict (shapes only)."""
+    from .stylegan2 import GeneratorConfig
+
+    try:
+        style_dim = int(state["conv1.conv.modulation.weight"].shape[1])
+        n_mlp = sum(1 for k in state if k.startswith("style.") and k.endswith(".weight"))
+        n_rgb = sum(1 for k in state if k.startswith("to_rgbs.") and k.endswith(".conv.weight"))
+        channels = {4: int(state["input.input"].shape[1])}
+        for i in range(n_rgb):
+            channels[2 ** (i + 3)] = int(state[f"to_rgbs.{i}.conv.weight"].shape[2])
+    except (KeyError, IndexError, AttributeError) as e:
+        raise BadData(f"not a StyleGAN2 generator state dict (missing {e})") from None
+    return GeneratorConfig(
+        size=2 ** (n_rgb + 2),
+        style_dim=style_dim,
+        n_mlp=n_mlp,
+        channels=channels,
+        lr_mlp=0.01 if lr_mlp is None else float(lr_mlp),
+        conv_clamp=conv_clamp,
+    )
+
+
+def generator_from_state_dict(
+    state: dict[str, Any],
+    *,
+    latent_avg: Any | None = None,
+    lr_mlp: float | None = None,
+    conv_clamp: float | None = None,
+    source: Path | str = "checkpoint",
+) -> Any:
+    """A `Generator` from a rosinality-layout state dict (config inferred from shapes).
+
+    latent_avg [style_dim] (or any shape whose first row is it) sets the truncation centre;
+    without it the mean of 4096 mapped z (seed 0) is used. Missing noise buffers are drawn
+    with a fixed seed and missing blur kernels default to [1, 3, 3, 1].
+    """
+    import torch
+
+    from .stylegan2 import Generator
+
+    state = {k: v for k, v in state.items() if not k.startswith("g_ema.")}
+    config = generator_config_from_state_dict(state, lr_mlp=lr_mlp, conv_clamp=conv_clamp)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        gen = Generator(config)
+    own = gen.state_dict()
+    filled = dict(state)
+    for k, v in own.items():  # deterministic defaults for buffers some files omit
+        if k not in filled and (
+            k.startswith("noises.") or k.endswith((".blur.kernel", ".upsample.kernel"))
+        ):
+            filled[k] = v
+    if latent_avg is not None:
+        la = torch.as_tensor(latent_avg).detach().float().reshape(-1, config.style_dim)[0]
+        filled["latent_avg"] = la
+    else:
+        filled["latent_avg"] = own["latent_avg"]
+    _load_exact(gen, filled, source=Path(str(source)), what="a StyleGAN2 generator")
+    if latent_avg is None:
+        with torch.no_grad():
+            gen.latent_avg.copy_(gen.mean_latent(4096, seed=0)[0])
+    return gen.eval()
+
+
+def encoder_config_from_state_dict(
+    state: dict[str, Any], opts: dict[str, Any] | None = None
+) -> Any:
+    """Infer an `EncoderConfig` from an e4e/pSp state dict (shapes) and its training opts."""
+    from .e4e import EncoderConfig
+
+    opts = opts or {}
+    kind = str(opts.get("encoder_type", "Encoder4Editing"))
+    if kind not in ("Encoder4Editing", "GradualStyleEncoder"):
+        raise BadData(
+            f"unsupported encoder type {kind!r}",
+            hint="dhr reads Encoder4Editing (e4e, LSAP) and GradualStyleEncoder (pSp) models",
+        )
+    try:
+        depths: list[int] = []
+        i = 0
+        while f"body.{i}.res_layer.1.weight" in state:
+            depths.append(int(state[f"body.{i}.res_layer.1.weight"].shape[0]))
+            i += 1
+        widths: list[int] = []
+        units: list[int] = []
+        for d in depths:
+            if widths and widths[-1] == d:
+                units[-1] += 1
+            else:
+                widths.append(d)
+                units.append(1)
+        use_se = "body.0.res_layer.5.fc1.weight" in state
+        reduction = (
+            depths[0] // int(state["body.0.res_layer.5.fc1.weight"].shape[0]) if use_se else 16
+        )
+        n_styles = 0
+        convs: list[int] = []
+        while f"styles.{n_styles}.linear.weight" in state:
+            convs.append(
+                sum(
+                    1
+                    for k in state
+                    if k.startswith(f"styles.{n_styles}.convs.") and k.endswith(".weight")
+                )
+            )
+            n_styles += 1
+        style_dim = int(state["styles.0.linear.weight"].shape[0])
+        input_nc = int(state["input_layer.0.weight"].shape[1])
+    except (KeyError, IndexError, AttributeError, ZeroDivisionError) as e:
+        raise BadData(f"not an e4e/pSp encoder state dict ({type(e).__name__}: {e})") from None
+    if not n_styles or len(widths) != 4:
+        raise BadData("not an e4e/pSp encoder state dict (unexpected backbone layout)")
+    base = convs[0]
+    coarse = sum(1 for c in convs if c == base)
+    middle = coarse + sum(1 for c in convs if c == base + 1)
+    return EncoderConfig(
+        input_size=16 * 2**base,
+        n_styles=n_styles,
+        style_dim=style_dim,
+        stage_widths=tuple(widths),
+        stage_units=tuple(units),
+        use_se=use_se,
+        se_reduction=reduction,
+        input_nc=input_nc,
+        progressive=kind == "Encoder4Editing",
+        coarse_ind=coarse,
+        middle_ind=middle,
+        add_latent_avg=bool(opts.get("start_from_latent_avg", True)),
+    )
+
+
+def encoder_from_state_dict(
+    state: dict[str, Any],
+    *,
+    latent_avg: Any | None = None,
+    opts: dict[str, Any] | None = None,
+    source: Path | str = "checkpoint",
+) -> Any:
+    """An `Encoder` from an e4e/pSp state dict; latent_avg [style_dim] or [n_styles, style_dim]."""
+    import torch
+
+    config = encoder_config_from_state_dict(state, opts)
+    if latent_avg is None and config.add_latent_avg:
+        raise BadData(f"{source}: the encoder checkpoint has no latent_avg")
+    filled = {k: v for k, v in state.items() if k != "latent_avg"}
+    la = torch.zeros(config.n_styles, config.style_dim)
+    if latent_avg is not None:
+        la = torch.as_tensor(latent_avg).detach().float().reshape(-1, config.style_dim)
+        if la.shape[0] == 1:
+            la = la.expand(config.n_styles, -1)
+        if la.shape[0] != config.n_styles:
+            raise BadData(
+                f"{source}: latent_avg has {la.shape[0]} rows, expected {config.n_styles}"
+            )
+    filled["latent_avg"] = la.contiguous()
+    return _build("encoder", config, filled, Path(str(source)), "an e4e/pSp encoder")
+
+
+# stylegan2-ada-pytorch pickles -------------------------------------------------------------
+
+
+class _PersistentStandIn:
+    """Inert replacement for a stylegan2-ada persistent-class object: its name and state."""
+
+    def __init__(self, class_name: str, state: dict[str, Any]) -> None:
+        self.class_name = class_name
+        self.state = state
+
+    @classmethod
+    def from_meta(cls, meta: Any) -> _PersistentStandIn:
+        if not isinstance(meta, dict) or meta.get("type") != "class":
+            raise BadData("unexpected persistent object in pickle")
+        state = meta.get("state") or {}
+        return cls(str(meta.get("class_name", "?")), dict(state) if isinstance(state, dict) else {})
+
+
+class _ModuleStandIn:
+    """Inert replacement for a plain torch.nn module class found in the pickle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.state: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = dict(state) if isinstance(state, dict) else {}
+
+
+class _EasyDictStandIn(dict):
+    """dnnlib.EasyDict is a dict subclass; a plain dict subclass is all we need."""
+
+
+def _storage_from_bytes(data: bytes) -> Any:
+    import io
+
+    import torch
+
+    # torch pickles each storage as a tiny legacy torch.save file: read it weights-only
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = False, hooks: Any = None, *state: Any
+) -> Any:
+    return data
+
+
+def _ada_resolve(module: str, name: str) -> Any:
+    import collections
+
+    import torch
+
+    table: dict[tuple[str, str], Any] = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): _PersistentStandIn.from_meta,
+        ("dnnlib.util", "EasyDict"): _EasyDictStandIn,
+        ("dnnlib", "EasyDict"): _EasyDictStandIn,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+    }
+    if (module, name) in table:
+        return table[(module, name)]
+    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        return getattr(torch, name)
+    if module.startswith("torch.nn.modules.") and name[:1].isupper():
+        return _ModuleStandIn
+    return None
+
+
+def _flatten_module(obj: Any, prefix: str, out: dict[str, Any], attrs: dict[str, Any]) -> None:
+    import torch
+
+    state = obj.state if isinstance(obj, (_PersistentStandIn, _ModuleStandIn)) else None
+    if state is None:
+        return
+    for group in ("_parameters", "_buffers"):
+        for k, v in (state.get(group) or {}).items():
+            if isinstance(v, torch.Tensor):
+                out[prefix + k] = v
+    for k, v in state.items():
+        if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None))):
+            attrs[prefix + k] = v
+    for k, child in (state.get("_modules") or {}).items():
+        _flatten_module(child, f"{prefix}{k}.", out, attrs)
+
+
+def ada_to_rosinality(ada: dict[str, Any]) -> tuple[dict[str, Any], Any | None]:
+    """Rename a stylegan2-ada-pytorch G state dict to the rosinality layout (no I/O).
+
+    mapping.fcN -> style.(N+1); synthesis.b4.const -> input.input; b4.conv1 -> conv1,
+    b4.torgb -> to_rgb1; b(R).conv0/conv1 -> convs.(2k)/(2k+1), b(R).torgb -> to_rgbs.k
+    (k = log2(R) - 3); affine -> conv.modulation; noise_strength -> noise.weight;
+    noise_const -> noises.noise_N; bias -> activate.bias (to_rgb: bias); resample_filter x4
+    -> blur / upsample kernels; mapping.w_avg -> latent_avg (returned separately).
+    """
+    out: dict[str, Any] = {}
+    i = 0
+    while f"mapping.fc{i}.weight" in ada:
+        out[f"style.{i + 1}.weight"] = ada[f"mapping.fc{i}.weight"]
+        out[f"style.{i + 1}.bias"] = ada[f"mapping.fc{i}.bias"]
+        i += 1
+    if "mapping.embed.weight" in ada:
+        raise BadData("conditional (class-label) StyleGAN2 models are not supported")
+    res = sorted(
+        int(k.split(".")[1][1:])
+        for k in ada
+        if k.startswith("synthesis.b") and k.endswith(".conv1.weight")
+    )
+    if not res or res[0] != 4:
+        raise BadData("not a stylegan2-ada generator (no synthesis.b4 block)")
+    noise_idx = 0
+
+    def layer(src: str, dst: str) -> None:
+        nonlocal noise_idx
+        w = ada[f"{src}.weight"]
+        out[f"{dst}.conv.weight"] = w.unsqueeze(0)
+        out[f"{dst}.conv.modulation.weight"] = ada[f"{src}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = ada[f"{src}.affine.bias"]
+        out[f"{dst}.activate.bias"] = ada[f"{src}.bias"]
+        strength = ada.get(f"{src}.noise_strength")
+        out[f"{dst}.noise.weight"] = strength.reshape(1) if strength is not None else w.new_zeros(1)
+        const = ada.get(f"{src}.noise_const")
+        if const is not None:
+            out[f"noises.noise_{noise_idx}"] = const.reshape(1, 1, *const.shape[-2:])
+        noise_idx += 1
+
+    def torgb(src: str, dst: str) -> None:
+        if f"{src}.weight" not in ada:
+            raise BadData("only the 'skip' StyleGAN2 architecture (a tRGB per block) is supported")
+        out[f"{dst}.conv.weight"] = ada[f"{src}.weight"].unsqueeze(0)
+        out[f"{dst}.conv.modulation.weight"] = ada[f"{src}.affine.weight"]
+        out[f"{dst}.conv.modulation.bias"] = ada[f"{src}.affine.bias"]
+        out[f"{dst}.bias"] = ada[f"{src}.bias"].reshape(1, -1, 1, 1)
+
+    out["input.input"] = ada["synthesis.b4.const"].unsqueeze(0)
+    layer("synthesis.b4.conv1", "conv1")
+    torgb("synthesis.b4.torgb", "to_rgb1")
+    for k, r in enumerate(res[1:]):
+        b = f"synthesis.b{r}"
+        layer(f"{b}.conv0", f"convs.{2 * k}")
+        layer(f"{b}.conv1", f"convs.{2 * k + 1}")
+        torgb(f"{b}.torgb", f"to_rgbs.{k}")
+        f = ada.get(f"{b}.conv0.resample_filter", ada.get(f"{b}.resample_filter"))
+        if f is not None:
+            out[f"convs.{2 * k}.conv.blur.kernel"] = f * 4
+        f = ada.get(f"{b}.resample_filter")
+        if f is not None:
+            out[f"to_rgbs.{k}.upsample.kernel"] = f * 4
+    return out, ada.get("mapping.w_avg")
+
+
+def _read_stylegan2_ada(path: Path, *, lr_mlp: float | None) -> dict[str, Any]:
+    data = restricted_unpickle(path, allowed=NUMPY_GLOBALS, resolve=_ada_resolve)
+    net = None
+    if isinstance(data, dict):
+        net = data.get("G_ema", data.get("G"))
+    if not isinstance(net, _PersistentStandIn):
+        raise BadData(f"{path} is not a stylegan2-ada-pytorch network pickle (no G_ema)")
+    flat: dict[str, Any] = {}
+    attrs: dict[str, Any] = {}
+    _flatten_module(net, "", flat, attrs)
+    state, w_avg = ada_to_rosinality(flat)
+    if lr_mlp is None:
+        lr_mlp = attrs.get("mapping.fc0.bias_gain", attrs.get("mapping.fc0.lr_multiplier"))
+    clamp = attrs.get("synthesis.b4.conv1.conv_clamp")
+    return {
+        "generator": generator_from_state_dict(
+            state,
+            latent_avg=w_avg,
+            lr_mlp=None if lr_mlp is None else float(lr_mlp),
+            conv_clamp=None if clamp is None else float(clamp),
+            source=path,
+        )
+    }
+
+
 # --- LPIPS backbones, parsing and identity weights ---
 # Formats read here (the converters do no I/O; the readers do):
 # - torchvision ImageNet classifiers (alexnet-owt-7be5be79.pth, vgg16-397923af.pth): a state dict
