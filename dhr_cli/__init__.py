@@ -12,7 +12,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first attribute access (PEP 562)
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "load_generator": ".nets.checkpoints",
+    "load_encoder": ".nets.checkpoints",
+}
 
 
 def __getattr__(name: str):

@@ -1,0 +1,87 @@
+"""Weight deltas: tune, store theta* - theta in a project file, re-apply to a fresh generator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dhr_cli.nets.stylegan2 import Generator, GeneratorConfig
+from dhr_cli.nets.weight_delta import (
+    apply_delta,
+    compute_delta,
+    delta_nbytes,
+    restore,
+    snapshot,
+)
+from dhr_cli.project import Project
+
+CONFIG = GeneratorConfig(
+    size=64, style_dim=64, n_mlp=2, channels={4: 64, 8: 64, 16: 32, 32: 32, 64: 16}
+)
+
+
+def _fresh() -> Generator:
+    torch.manual_seed(7)  # the "pretrained" weights: identical for every call
+    return Generator(CONFIG).eval()
+
+
+def _tuned(gen: Generator, w: torch.Tensor, steps: int = 5) -> None:
+    """A few DHR-style Adam steps on the synthesis weights (the mapping stays frozen)."""
+    target = torch.zeros(1, 3, 64, 64)
+    params = [p for n, p in gen.named_parameters() if not n.startswith("style.")]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        (gen(w) - target).square().mean().backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_round_trip_through_the_project_file(tmp_path, dtype):
+    w = torch.randn(1, CONFIG.style_dim).unsqueeze(1).repeat(1, 10, 1)
+    gen = _fresh()
+    base = snapshot(gen)
+    _tuned(gen, w)
+    with torch.no_grad():
+        tuned_img = gen(w)
+    delta = compute_delta(gen, base, dtype=dtype)
+    assert delta and not any(k.startswith("style.") for k in delta)  # untouched: not stored
+    assert all(t.dtype == dtype and t.is_contiguous() for t in delta.values())
+    assert set(delta) <= {n for n, _ in gen.named_parameters()}
+
+    project = Project(tensors={"latent.wplus": w})
+    project.deltas = delta
+    path = project.save(tmp_path / "photo.jpg.dhr")
+    loaded = Project.load(path).deltas
+    assert set(loaded) == set(delta)
+
+    fresh = _fresh()
+    apply_delta(fresh, loaded)
+    with torch.no_grad():
+        err = (fresh(w) - tuned_img).abs().max().item()
+    assert err < (1e-3 if dtype == torch.float16 else 1e-5), err
+    assert delta_nbytes(loaded) == sum(t.numel() * t.element_size() for t in delta.values())
+
+    apply_delta(fresh, loaded, alpha=-1.0)  # undo
+    pristine = dict(_fresh().named_parameters())
+    for name, p in fresh.named_parameters():
+        assert torch.allclose(p, pristine[name], atol=1e-6)
+
+
+def test_snapshot_restore_and_errors():
+    gen = _fresh()
+    base = snapshot(gen, ["conv1.conv.weight"])
+    with torch.no_grad():
+        gen.conv1.conv.weight.add_(1.0)
+    assert set(compute_delta(gen, base)) == {"conv1.conv.weight"}
+    assert set(compute_delta(gen, snapshot(gen), include_unchanged=True)) == {
+        n for n, _ in gen.named_parameters()
+    }
+    restore(gen, base)
+    assert not compute_delta(gen, base)
+    with pytest.raises(KeyError):
+        snapshot(gen, ["nope"])
+    with pytest.raises(KeyError):
+        apply_delta(gen, {"nope": torch.zeros(1)})
+    with pytest.raises(ValueError):
+        apply_delta(gen, {"conv1.conv.weight": torch.zeros(3)})
