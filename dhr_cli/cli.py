@@ -230,14 +230,410 @@ def _not_available(what: str, issue: str) -> None:
 # --- commands ---------------------------------------------------------------------------------
 
 
+_ENGINE = "Engine"
+_FACES = "Faces and output"
+_BATCH = "Batch"
+
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        "-m",
+        help="dhr (default), pti, feature or encoder.",
+        rich_help_panel=_ENGINE,
+    ),
+]
+PackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pack",
+        help="Model pack: ffhq (real photos, default) or synthetic (bundled, offline).",
+        rich_help_panel=_ENGINE,
+        show_default=False,
+    ),
+]
+TauOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tau",
+        help="Superpixel threshold: one value, or per class (skin=0.7,eyes=0.8,default=0.6).",
+        rich_help_panel=_ENGINE,
+        show_default=False,
+    ),
+]
+TauQuantileOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--tau-quantile",
+        min=0.0,
+        max=1.0,
+        help="Instead of --tau: threshold every superpixel at this quantile of the image's scores.",
+        rich_help_panel=_ENGINE,
+        show_default=False,
+    ),
+]
+CoarseStepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--coarse-steps",
+        min=1,
+        help="Coarse-inversion steps of the segmentation (default 40).",
+        rich_help_panel=_ENGINE,
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Project file (FILE.dhr, one input) or folder for all outputs (default: beside each photo).",
+        rich_help_panel=_FACES,
+        show_default=False,
+    ),
+]
+SkipOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing", help="Skip inputs whose outputs already exist.", rich_help_panel=_BATCH
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Process only shard K of N (K/N, 1-based: every N-th input from the K-th).",
+        rich_help_panel=_BATCH,
+        show_default=False,
+    ),
+]
+FaceOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--face",
+        min=1,
+        help="Which face (1 = largest).",
+        rich_help_panel=_FACES,
+        show_default=False,
+    ),
+]
+AllFacesOpt = Annotated[
+    bool, typer.Option("--all-faces", help="Every face in the photo.", rich_help_panel=_FACES)
+]
+MinFaceOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-face", min=1.0, help="Smallest face size in pixels.", rich_help_panel=_FACES
+    ),
+]
+DetectorOpt = Annotated[
+    str, typer.Option("--detector", help="retinaface or mtcnn.", rich_help_panel=_FACES)
+]
+FastOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fast", help="Faster face detector (RetinaFace MobileNet).", rich_help_panel=_FACES
+    ),
+]
+
+
+def _device_str() -> str:
+    from .runtime import resolve_device
+
+    return str(resolve_device(_settings().device))
+
+
+def _pack_for(pack: str | None, inputs: list[Path]) -> str:
+    """--pack, else the pack of a project file given as input, else ffhq."""
+    from .packs import check_pack_name
+
+    if pack is not None:
+        return check_pack_name(pack)
+    for p in inputs:
+        if p.suffix == ".dhr" and p.is_file():
+            from .project import Project
+
+            try:
+                found = Project.load(p).pack
+            except DhrError:
+                continue
+            if found:
+                return found
+    return "ffhq"
+
+
+def _report_batch(result: Any, label: str) -> None:
+    from . import console
+
+    s = _settings()
+    if s.json:
+        console.print_json(result.to_json())
+    else:
+        for rec in result.done:
+            line = [rec.get("project", "")]
+            for key in ("recon", "mask_overlay"):
+                if rec.get(key):
+                    line.append(rec[key])
+            faces = rec.get("faces") or []
+            if faces and faces[0].get("metrics"):
+                m = faces[0]["metrics"]
+                t = faces[0]["times"].get("total")
+                console.log.info(
+                    f"{rec['input']}: {label} mse {m['mse']:.4f}  lpips {m['lpips']:.4f}  {t:.1f} s"
+                )
+            elif rec.get("in_domain_fraction") is not None:
+                console.log.info(
+                    f"{rec['input']}: in-domain {100 * rec['in_domain_fraction']:.1f}% "
+                    f"({rec.get('mask_source')})"
+                )
+            console.print_data("  ".join(line))
+        for rec in result.skipped:
+            console.log.info(f"{rec['input']}: skipped (outputs exist)")
+    result.raise_for_failures()
+
+
 @command(app, "invert")
 def invert_cmd(
     inputs: Annotated[
         list[Path] | None, typer.Argument(help="Photos to invert.", show_default=False)
     ] = None,
+    method: MethodOpt = "dhr",
+    pack: PackOpt = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            min=0,
+            help="Refinement steps (dhr/feature 100, pti 350).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    weight_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--weight-steps",
+            min=0,
+            help="DHR: steps that update the generator weights (default 50, or half of --steps).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            "--layer",
+            min=0,
+            help="Feature layer (ffhq 11 = the 128x128 block output).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    lr_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-weight",
+            min=0.0,
+            help="Learning rate of the generator weights (dhr 1.5e-3, pti 3e-4).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    lr_feature: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-feature",
+            min=0.0,
+            help="Learning rate of the feature (9e-2).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    work_res: Annotated[
+        int | None,
+        typer.Option(
+            "--work-res",
+            help="Refine at this resolution through the generator's early exit (fast CPU mode, e.g. 256).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    tau: TauOpt = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
+    pivot: Annotated[
+        str,
+        typer.Option(
+            "--pivot",
+            help="PTI pivot: w (450-step projection) or e4e (the encoder's W+).",
+            rich_help_panel=_ENGINE,
+        ),
+    ] = "w",
+    pivot_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--pivot-steps",
+            min=1,
+            help="PTI: W-projection steps of the pivot (450).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    face: FaceOpt = None,
+    all_faces: AllFacesOpt = False,
+    min_face: MinFaceOpt = 48.0,
+    detector: DetectorOpt = "retinaface",
+    fast: FastOpt = False,
+    blend_radius: Annotated[
+        float,
+        typer.Option(
+            "--blend-radius",
+            min=0.0,
+            help="Feather width of the paste-back (px of a 1024 crop).",
+            rich_help_panel=_FACES,
+        ),
+    ] = 32.0,
+    no_paste: Annotated[
+        bool,
+        typer.Option(
+            "--no-paste",
+            help="Write the aligned reconstruction instead of pasting it back.",
+            rich_help_panel=_FACES,
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Image format of the reconstruction (jpg, png, webp, tif, bmp).",
+            rich_help_panel=_FACES,
+            show_default=False,
+        ),
+    ] = None,
+    quality: Annotated[
+        int | None,
+        typer.Option(
+            "--quality",
+            min=1,
+            max=100,
+            help="JPEG/WebP quality (default: the photo's).",
+            rich_help_panel=_FACES,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction."""
-    _not_available("invert", "the DHR engine")
+    """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction.
+
+    The project also records the in-domain mask (stored by `dhr mask`, reused if present),
+    the refined feature and generator weight delta; `dhr edit` reads it.
+    """
+    from .pipeline import FaceOptions, parse_shard
+
+    if not inputs:
+        raise UsageError("give at least one photo", hint="dhr invert photo.jpg")
+    _check_choice("--method", method, ("dhr", "pti", "feature", "encoder"))
+    _check_choice("--pivot", pivot, ("w", "e4e"))
+    _check_choice("--detector", detector, ("retinaface", "mtcnn"))
+    if all_faces and face is not None:
+        raise UsageError("give --face N or --all-faces, not both")
+    shard_kn = parse_shard(shard)
+    faces = FaceOptions(
+        face=face,
+        all_faces=all_faces,
+        min_face=min_face,
+        detector=detector,
+        fast=fast,
+        blend_radius=blend_radius,
+        paste=not no_paste,
+        format=fmt,
+        quality=quality,
+    )
+    if fmt is not None:
+        from .faces import output_format
+
+        output_format("x", fmt)  # unknown formats fail before any work
+    engine_options = dict(
+        method=method,
+        steps=steps,
+        weight_steps=weight_steps,
+        layer=layer,
+        lr_weight=lr_weight,
+        lr_feature=lr_feature,
+        work_res=work_res,
+        coarse_steps=coarse_steps,
+        tau=tau,
+        tau_quantile=tau_quantile,
+        pivot=pivot,
+        pivot_steps=pivot_steps,
+        faces=faces,
+    )
+    _run_engine("invert", inputs, pack, engine_options, output, skip_existing, shard_kn)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}")
+
+
+def _run_engine(
+    which: str,
+    inputs: list[Path],
+    pack: str | None,
+    engine_options: dict[str, Any],
+    output: Path | None,
+    skip_existing: bool,
+    shard: tuple[int, int] | None,
+    from_mask: Path | None = None,
+) -> None:
+    from . import console
+    from .packs import load_pack
+    from .pipeline import Engine, EngineOptions, invert_photo, mask_photo, run_batch
+    from .runtime import seed_everything
+
+    s = _settings()
+    pack_name = _pack_for(pack, inputs)
+    seed_everything(s.seed)
+    the_pack = load_pack(
+        pack_name, device=_device_str(), models_dir=s.models_dir, offline=s.offline or None
+    )
+    engine = Engine(the_pack, EngineOptions(seed=s.seed, **engine_options))
+    segment = (
+        which == "mask"
+        and from_mask is None
+        or (which == "invert" and engine.options.method == "dhr")
+    )
+    need = engine.needs(segment=segment)
+    f = engine.options.faces
+    the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
+    if output is not None and len(inputs) > 1 and output.suffix == ".dhr":
+        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
+    many = len(inputs) > 1
+    show = not s.quiet and not s.json
+    if which == "invert":
+
+        def work(path: Path) -> dict[str, Any]:
+            return invert_photo(
+                engine, path, output=output, many=many, skip_existing=skip_existing, progress=show
+            )
+    else:
+
+        def work(path: Path) -> dict[str, Any]:
+            return mask_photo(
+                engine,
+                path,
+                output=output,
+                many=many,
+                from_mask=from_mask,
+                skip_existing=skip_existing,
+                progress=show,
+            )
+
+    console.log.debug(f"pack {pack_name} on {the_pack.device}: {the_pack.describe()}")
+    result = run_batch(inputs, work, shard=shard, label=which)
+    _report_batch(result, which)
 
 
 @command(app, "mask")
@@ -245,9 +641,52 @@ def mask_cmd(
     inputs: Annotated[
         list[Path] | None, typer.Argument(help="Photos or project files.", show_default=False)
     ] = None,
+    from_mask: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Import a hand-painted mask instead (white = in-domain/editable, black = kept); "
+            "square = aligned crop, or the photo's size.",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    pack: PackOpt = None,
+    tau: TauOpt = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
+    output: OutputOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    face: FaceOpt = None,
+    min_face: MinFaceOpt = 48.0,
+    detector: DetectorOpt = "retinaface",
+    fast: FastOpt = False,
 ) -> None:
-    """Domain-Specific Segmentation: compute the in-domain mask and write an overlay PNG."""
-    _not_available("mask", "the DHR engine")
+    """Domain-Specific Segmentation: compute the in-domain mask, store it in the project and
+    write an overlay PNG (<stem>.mask.png; red = out-of-domain, kept as in the photo)."""
+    from .pipeline import FaceOptions, parse_shard
+
+    if not inputs:
+        raise UsageError("give at least one photo or project file", hint="dhr mask photo.jpg")
+    _check_choice("--detector", detector, ("retinaface", "mtcnn"))
+    if from_mask is not None:
+        if len(inputs) > 1:
+            raise UsageError("--from imports one mask for one photo")
+        if not from_mask.is_file():
+            from .errors import InputMissing
+
+            raise InputMissing(f"mask file not found: {from_mask}")
+    shard_kn = parse_shard(shard)
+    faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
+    engine_options = dict(
+        method="dhr",
+        tau=tau,
+        tau_quantile=tau_quantile,
+        coarse_steps=coarse_steps,
+        faces=faces,
+    )
+    _run_engine("mask", inputs, pack, engine_options, output, skip_existing, shard_kn, from_mask)
 
 
 @command(app, "edit")
