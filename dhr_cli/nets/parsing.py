@@ -165,3 +165,94 @@ def parser_from_hub(
     return load_parser(
         fetch("bisenet-parsing", models_dir=models_dir, offline=offline), device=device
     )
+
+
+class _DoubleConv(nn.Sequential):
+    # no normalisation layers and plain ReLU: on CPU GroupNorm/BatchNorm and LeakyReLU's
+    # backward cost several times the convolutions at this size
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.ReLU(),
+        )
+
+
+class SmallParser(nn.Module):
+    """A tiny U-Net face parser over a pack's own class table (the synthetic pack's 15 classes).
+
+    Same inference API as `FaceParser` (`logits`, `probabilities`, `labels` on images in
+    [-1, 1], any size; resized to `input_size` inside). `class_names` names the output
+    channels, so DHR's parsing mask is
+    `in_domain_mask(probs, out_of_domain=..., class_names=parser.class_names)`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 15,
+        *,
+        width: int = 24,
+        input_size: int = 64,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        self.num_classes = num_classes
+        self.width = width
+        self.input_size = input_size
+        self.class_names: tuple[str, ...] = tuple(
+            class_names if class_names is not None else (str(i) for i in range(num_classes))
+        )
+        w = width
+        self.enc = nn.ModuleList(
+            [_DoubleConv(3, w), _DoubleConv(w, 2 * w), _DoubleConv(2 * w, 4 * w)]
+        )
+        self.bottleneck = _DoubleConv(4 * w, 4 * w)
+        self.dec = nn.ModuleList(
+            [_DoubleConv(8 * w, 2 * w), _DoubleConv(4 * w, w), _DoubleConv(2 * w, w)]
+        )
+        self.head = nn.Conv2d(w, num_classes, 1)
+
+    def config(self) -> dict:
+        """Constructor arguments (stored with the weights)."""
+        return {
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "input_size": self.input_size,
+            "class_names": list(self.class_names),
+        }
+
+    def logits(self, img: torch.Tensor) -> torch.Tensor:
+        """Class logits [B,C,H,W] at the input's resolution."""
+        if img.dim() != 4 or img.shape[1] != 3:
+            raise ValueError(f"expected [B,3,H,W] images, got {tuple(img.shape)}")
+        h, w = img.shape[-2:]
+        s = self.input_size
+        x = img
+        if (h, w) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        skips = []
+        for block in self.enc:
+            x = block(x)
+            skips.append(x)
+            x = F.avg_pool2d(x, 2)
+        x = self.bottleneck(x)
+        for block, skip in zip(self.dec, reversed(skips), strict=True):
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        out = self.head(x)
+        if (h, w) != (s, s):
+            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out
+
+    def probabilities(self, img: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B,C,H,W] (softmax over classes) at the input's resolution."""
+        return self.logits(img).softmax(dim=1)
+
+    def labels(self, img: torch.Tensor) -> torch.Tensor:
+        """Most likely class per pixel [B,H,W] (int64)."""
+        return self.logits(img).argmax(dim=1)
+
+    forward = probabilities
