@@ -267,6 +267,12 @@ class Pack:
             from . import hub
 
             name = self.settings.models[role]
+            if self.name == "synthetic" and name not in hub.registry():
+                raise ModelUnavailable(
+                    f"the synthetic pack's {role} ({name}) is not part of this installation "
+                    f"(no entry in {SYNTHETIC_DIR / 'manifest.json'})",
+                    hint="reinstall dhr (the synthetic pack ships inside the package)",
+                )
             self._paths[role] = hub.fetch(name, models_dir=self.models_dir, offline=self.offline)
         return self._paths[role]
 

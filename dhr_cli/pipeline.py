@@ -537,7 +537,7 @@ def landmarks_for_quad(quad: np.ndarray) -> np.ndarray:
     q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
     c = q.mean(axis=0)
     x = (q[3] - q[0]) / 2
-    eye_l, eye_r = c - x / 2, c + x / 2
+    eye_l, eye_r = c - x / 4, c + x / 4  # eye distance |x| / 2, so the quad half-side is |x|
     return np.stack([eye_l, eye_r, c, c, c])
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "RefineConfig",
     "Refinement",
     "refine",
+    "hybrid_gradients",
     "refine_hybrid",
     "refine_pti",
     "render",
@@ -198,6 +199,44 @@ def _resize_mask(mask: torch.Tensor, res: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------- methods
 
 
+def hybrid_gradients(
+    g: torch.nn.Module,
+    wplus: torch.Tensor,
+    f: torch.Tensor,
+    theta: list[torch.Tensor] | None,
+    *,
+    goal: TargetLPIPS,
+    target: torch.Tensor,
+    loss_mask: torch.Tensor,
+    feature_mask: torch.Tensor | None,
+    layer: int,
+    stop_at: int | None,
+    config: RefineConfig,
+) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None, dict[str, float]]:
+    """One DHR step's gradients from one forward pass (Eq. 7):
+    dL_out/df for the feature and, when `theta` is given, dL_in/dtheta for the weights.
+
+    Returns (grad_f, grads_theta or None, loss parts incl. loss_in / loss_out). Parameters that
+    do not reach the image (beyond an early exit) get None.
+    """
+    img = g(wplus, stop_at=stop_at, feature_layer=layer, feature=f, feature_mask=feature_mask)
+    l_in, l_out, parts = region_losses(
+        img,
+        target,
+        loss_mask,
+        goal,
+        l2_lambda=config.l2_lambda,
+        lpips_lambda=config.lpips_lambda,
+        mode=config.mask_mode,
+    )
+    (grad_f,) = torch.autograd.grad(l_out, [f], retain_graph=theta is not None)
+    grads = None
+    if theta is not None:
+        grads = torch.autograd.grad(l_in, theta, allow_unused=True)
+    parts = {**parts, "loss_in": float(l_in.detach()), "loss_out": float(l_out.detach())}
+    return grad_f, grads, parts
+
+
 def refine_hybrid(
     generator: torch.nn.Module,
     wplus: torch.Tensor,
@@ -243,25 +282,25 @@ def refine_hybrid(
         if step == weight_steps and weight_steps:
             for p in params:  # later steps: no weight gradients, a cheaper backward
                 p.requires_grad_(False)
-        img = g(wplus, stop_at=stop_at, feature_layer=layer, feature=f, feature_mask=feat_mask)
-        l_in, l_out, parts = region_losses(
-            img,
-            goal,
-            loss_mask,
-            lp_target,
-            l2_lambda=config.l2_lambda,
-            lpips_lambda=config.lpips_lambda,
-            mode=config.mask_mode,
+        grad_f, grads, parts = hybrid_gradients(
+            g,
+            wplus,
+            f,
+            params if update_theta else None,
+            goal=lp_target,
+            target=goal,
+            loss_mask=loss_mask,
+            feature_mask=feat_mask,
+            layer=layer,
+            stop_at=stop_at,
+            config=config,
         )
-        (grad_f,) = torch.autograd.grad(l_out, [f], retain_graph=update_theta)
-        if update_theta:
-            grads = torch.autograd.grad(l_in, params, allow_unused=True)
+        if grads is not None:
             for p, gr in zip(params, grads, strict=True):
                 p.grad = gr
             opt_theta.step()
         f.grad = grad_f
         opt_f.step()
-        parts = {**parts, "loss_in": float(l_in.detach()), "loss_out": float(l_out.detach())}
         if callback is not None:
             callback(step, parts)
 

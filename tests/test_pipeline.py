@@ -1,0 +1,196 @@
+"""The pipeline: option parsing, output naming, batches, and project contents per method
+(random-weight pack of the synthetic pack's shapes; a few optimisation steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dhr_cli.errors import BadData, InputMissing, PartialFailure, UsageError
+from dhr_cli.faces import ffhq_quad
+from dhr_cli.pipeline import (
+    Engine,
+    EngineOptions,
+    import_mask,
+    invert_photo,
+    landmarks_for_quad,
+    mask_overlay,
+    mask_photo,
+    output_paths,
+    parse_shard,
+    parse_tau,
+    run_batch,
+    shard_items,
+)
+from dhr_cli.project import Project
+
+
+@pytest.fixture(scope="module")
+def pack():
+    from dhr_cli.packs import random_pack
+
+    return random_pack(1)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dhr_cli.synthetic.benchset import make_sample
+
+    folder = tmp_path_factory.mktemp("photos")
+    s = make_sample(3, "occluded", 99)
+    path = folder / "face.png"
+    Image.fromarray(s.image).save(path)
+    return path
+
+
+FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
+
+
+def test_parse_shard_and_split() -> None:
+    assert parse_shard(None) is None
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("0/3", "4/3", "1/0", "a/b", "3"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+    items = list(range(7))
+    parts = [shard_items(items, (k, 3)) for k in (1, 2, 3)]
+    assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert sorted(sum(parts, [])) == items
+
+
+def test_parse_tau() -> None:
+    names = ("background", "skin", "l_eye", "r_eye")
+    assert parse_tau(None, names, {"skin": 0.7}, 0.6) == ({"skin": 0.7}, 0.6)
+    assert parse_tau("0.5", names, {"skin": 0.7}, 0.6) == ({}, 0.5)
+    table, default = parse_tau("skin=0.75, eyes=0.9, default=0.5", names, {"skin": 0.7}, 0.6)
+    assert table == {"skin": 0.75, "l_eye": 0.9, "r_eye": 0.9} and default == 0.5
+    with pytest.raises(UsageError, match="unknown class"):
+        parse_tau("nose=0.8", names, {}, 0.6)
+    with pytest.raises(UsageError, match="not a number"):
+        parse_tau("skin=high", names, {}, 0.6)
+
+
+def test_output_paths(tmp_path: Path) -> None:
+    photo = tmp_path / "a" / "portrait.jpg"
+    o = output_paths(photo, None, many=False, fmt_ext=".jpg")
+    assert o.project == tmp_path / "a" / "portrait.jpg.dhr"
+    assert o.recon == tmp_path / "a" / "portrait.recon.jpg"
+    assert o.overlay == tmp_path / "a" / "portrait.mask.png"
+    o = output_paths(photo, tmp_path / "out", many=True, fmt_ext=".png", face_index=2)
+    assert o.project == tmp_path / "out" / "portrait.jpg.face2.dhr"
+    assert o.recon == tmp_path / "out" / "portrait.face2.recon.png"
+    o = output_paths(photo, tmp_path / "x.dhr", many=False, fmt_ext=".jpg")
+    assert o.project == tmp_path / "x.dhr" and o.recon.parent == tmp_path
+    with pytest.raises(UsageError):
+        output_paths(photo, tmp_path / "x.dhr", many=True, fmt_ext=".jpg")
+
+
+def test_stored_quad_recreates_the_alignment() -> None:
+    lm = np.array([[420.0, 300.0], [520.0, 310.0], [470.0, 370.0], [430.0, 420.0], [510.0, 428.0]])
+    quad = ffhq_quad(lm)
+    np.testing.assert_allclose(ffhq_quad(landmarks_for_quad(quad)), quad, atol=1e-9)
+
+
+def test_mask_overlay_tints_out_of_domain() -> None:
+    rgb = np.full((8, 8, 3), 100, np.uint8)
+    m = np.ones((8, 8), np.float32)
+    m[2:6, 2:6] = 0
+    out = mask_overlay(rgb, m)
+    assert (out[0, 0] == 100).all()  # in-domain untouched
+    assert out[3, 3, 0] > 150 and out[3, 3, 1] < 100  # red inside
+
+
+def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
+    def work(p: Path) -> dict:
+        if p.name == "bad":
+            raise BadData("not a face")
+        return {"input": str(p)}
+
+    res = run_batch([Path("a"), Path("bad"), Path("c")], work)
+    assert [r["input"] for r in res.done] == ["a", "c"] and len(res.failed) == 1
+    with pytest.raises(PartialFailure, match="1 of 3 inputs failed"):
+        res.raise_for_failures()
+    with pytest.raises(BadData):  # a single input raises its own error (and exit code)
+        run_batch([Path("bad")], work)
+    assert run_batch([Path("a"), Path("c")], work, shard=(2, 2)).done == [{"input": "c"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["encoder", "pti", "feature", "dhr"])
+def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: str) -> None:
+    engine = Engine(pack, EngineOptions(method=method, **FAST))
+    rec = invert_photo(engine, photo, output=tmp_path, progress=False)
+    p = Project.load(rec["project"])
+    assert p.pack == "synthetic" and p.wplus.shape == (1, 10, 64)
+    assert p.quad is not None and p.crop_to_photo is not None
+    inv = p.params["invert"]
+    assert (
+        inv["method"] == method and "metrics" in inv and [h.step for h in p.history][-1] == "invert"
+    )
+    has = {"mask": p.mask is not None, "feature": p.feature is not None, "deltas": bool(p.deltas)}
+    expected = {
+        "encoder": {"mask": False, "feature": False, "deltas": False},
+        "pti": {"mask": False, "feature": False, "deltas": True},
+        "feature": {"mask": False, "feature": True, "deltas": False},
+        "dhr": {"mask": True, "feature": True, "deltas": True},
+    }[method]
+    assert has == expected
+    if method == "dhr":
+        assert inv["feature_mask"] == "in_domain" and inv["layer"] == pack.settings.feature_layer
+        assert "mask" in p.params and Path(rec["mask_overlay"]).is_file()
+    if method == "feature":
+        assert inv["feature_mask"] == "none"
+    # the reconstruction file is exactly what the stored project renders
+    from dhr_cli.method.refine import render_stored
+    from dhr_cli.pipeline import to_uint8
+
+    img = np.asarray(Image.open(rec["recon"]).convert("RGB"))
+    np.testing.assert_array_equal(img, to_uint8(render_stored(pack.generator, p)))
+
+
+@pytest.mark.slow
+def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Path) -> None:
+    engine = Engine(pack, EngineOptions(method="dhr", **FAST))
+    m = mask_photo(engine, photo, output=tmp_path, progress=False)
+    assert m["mask_source"] == "computed" and Path(m["mask_overlay"]).is_file()
+    stored = Project.load(m["project"]).mask
+    rec = invert_photo(engine, photo, output=tmp_path, progress=False)
+    assert rec["faces"][0]["mask_source"] == "stored (computed)"
+    assert torch.equal(Project.load(rec["project"]).mask, stored)
+
+    painted = np.full((64, 64), 255, np.uint8)
+    painted[:, :16] = 0  # left quarter out-of-domain
+    Image.fromarray(painted).save(tmp_path / "hand.png")
+    imp = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "hand.png", progress=False)
+    assert imp["mask_source"] == "imported" and imp["in_domain_fraction"] == 0.75
+    p = Project.load(rec["project"])
+    assert p.params["mask"]["source"] == "imported" and "invert" in p.params  # history kept
+    rec2 = invert_photo(engine, photo, output=tmp_path, progress=False)
+    assert rec2["faces"][0]["mask_source"] == "stored (imported)"
+
+
+def test_import_mask_shapes(pack, photo: Path, tmp_path: Path) -> None:
+    from dhr_cli.faces import identity_alignment, load_image
+
+    ph = load_image(photo)
+    al = identity_alignment(ph.rgb)
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(tmp_path / "bad.png")
+    with pytest.raises(BadData, match="square"):
+        import_mask(tmp_path / "bad.png", al, ph, 64)
+    Image.fromarray(np.full((128, 128), 255, np.uint8)).save(tmp_path / "big.png")
+    assert float(import_mask(tmp_path / "big.png", al, ph, 64).mean()) == 1.0
+    with pytest.raises(InputMissing):
+        import_mask(tmp_path / "none.png", al, ph, 64)
+
+
+def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
+    with pytest.raises(UsageError, match="--layer"):
+        Engine(pack, EngineOptions(layer=12))
+    with pytest.raises(UsageError, match="--work-res"):
+        Engine(pack, EngineOptions(work_res=100))
+    with pytest.raises(UsageError, match="beyond the working resolution"):
+        Engine(pack, EngineOptions(layer=7, work_res=16))
