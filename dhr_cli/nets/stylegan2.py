@@ -29,11 +29,16 @@ of the 128x128 block of a 1024-px generator ([1, 256, 128, 128] for FFHQ config-
 block output (odd l) is replaced, that block's own tRGB keeps the unmodified feature (as in
 the official code); every later layer sees the modulated one.
 
-Speed on CPU: no custom kernels. Modulation is folded into the conv weight for batch 1
-(one ordinary conv per layer) and applied to activations otherwise (one batched conv
-with shared weights instead of a grouped conv). Upsampling is the paper's fused
-transposed conv (stride 2) followed by a depthwise 4x4 blur; the RGB skip is upsampled
-by a single depthwise transposed conv with the FIR kernel. All are standard torch ops.
+Speed on CPU: no custom kernels, only standard torch ops. Per layer, modulation and
+demodulation are either folded into the conv weight (batch 1 with feature maps larger than
+the weight: one ordinary conv) or applied to the activations around one conv with the
+shared weight (small maps, or batches: no grouped conv). Upsampling is the paper's fused
+transposed conv (stride 2) followed by a depthwise 4x4 blur (with a hand-written backward:
+oneDNN's depthwise backward is ~10x slower than its forward); the RGB skip is upsampled by
+one depthwise transposed conv with the FIR kernel. On CPU, activations are channels-last
+and conv weights are stored with channels-last strides (oneDNN's layout, no reorders);
+the sqrt(2) activation gain and the bias are folded into the conv. See
+benchmarks/generator_speed.py for the measured effect.
 """
 
 from __future__ import annotations
@@ -283,8 +288,9 @@ class ModulatedConv2d(nn.Module):
     """Modulated (and demodulated) convolution, optionally with 2x up-sampling.
 
     weight' = scale * weight * s (s = affine(w) per input channel); with demodulation each
-    output filter is rescaled to unit norm. Batch 1 folds s into the weight (one ordinary
-    conv); larger batches scale the activations instead and share one conv weight.
+    output filter is rescaled to unit norm. For batch 1 with a feature map larger than the
+    weight, s and the demodulation are folded into the weight (one ordinary conv);
+    otherwise the activations are scaled before and after one conv with the shared weight.
     `gain` and `bias` fold the following per-channel affine step into the conv (free).
     """
 
