@@ -504,6 +504,7 @@ class Generator(nn.Module):
       mean_latent(n) -> [1, style_dim]
       truncate(w, psi) -> latent_avg + psi * (w - latent_avg)
       forward(w_plus [B, n_latent, style_dim] or w [B, style_dim], ...) -> image [B, 3, S, S]
+      feature_at(w_plus, layer) -> f_l (the feature DHR refines; see layer_shape(layer))
     See the module docstring for the feature-layer numbering.
     """
 
@@ -703,6 +704,27 @@ class Generator(nn.Module):
             res, i = res * 2, i + 2
         skip = skip.contiguous()
         return (skip, captured[0]) if return_feature else skip
+
+    def feature_at(
+        self,
+        latent: torch.Tensor,
+        layer: int | None = None,
+        *,
+        noise: Sequence[torch.Tensor | None] | None = None,
+        randomize_noise: bool = False,
+    ) -> torch.Tensor:
+        """f_l alone: runs only the styled convs before feature layer `layer` (default
+        `default_feature_layer`); equals the feature `forward(..., return_feature=True)`
+        returns, without rendering (a cheap way to initialise DHR's refined feature)."""
+        w = self.as_wplus(latent)
+        layer = self.default_feature_layer if layer is None else int(layer)
+        self._check_layer(layer)
+        noises = self._noise_list(noise, randomize_noise)
+        x = self.input(w.shape[0]).contiguous(memory_format=self._memory_format())
+        convs = [self.conv1, *self.convs]
+        for i in range(layer):
+            x = convs[i](x, w[:, i], noises[i])
+        return x
 
     def _memory_format(self) -> torch.memory_format:
         cl = self.channels_last

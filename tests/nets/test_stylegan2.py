@@ -170,6 +170,7 @@ def test_feature_modulation_eq4(tiny, layer):
         img, f_l = g(w, feature_layer=layer, return_feature=True)
         assert torch.equal(img, base)
         assert tuple(f_l.shape) == g.layer_shape(layer)
+        assert torch.equal(g.feature_at(w, layer), f_l)
         # feeding the generator's own feature back changes nothing, whatever the mask
         mask = torch.rand(1, 1, 64, 64)
         same = g(w, feature_layer=layer, feature=f_l, feature_mask=mask)
