@@ -594,6 +594,10 @@ def _run_engine(
     from .runtime import seed_everything
 
     s = _settings()
+    if len(inputs) == 1 and not inputs[0].exists():
+        from .errors import InputMissing
+
+        raise InputMissing(f"not found: {inputs[0]}")
     pack_name = _pack_for(pack, inputs)
     seed_everything(s.seed)
     the_pack = load_pack(

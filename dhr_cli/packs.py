@@ -472,6 +472,26 @@ def load_pack(
         return _PACKS[key]
 
 
+def synthetic_pack_from(folder: Path | str, *, device: str = "cpu") -> Pack:
+    """A synthetic pack loaded from another folder with the bundled layout (a pack being
+    trained, a calibration candidate); no hub verification, settings from its manifest."""
+    from .synthetic import measure
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if not manifest:
+        raise BadData(f"{folder} holds no manifest.json")
+    modules = {
+        "generator": measure.load_generator(folder / "generator.safetensors", device),
+        "encoder": measure.load_encoder(folder / "encoder.safetensors", device),
+        "parser": measure.load_parser(folder / "parser.safetensors", device),
+    }
+    if (folder / "directions.safetensors").is_file():
+        modules["directions"] = measure.load_directions(folder / "directions.safetensors", device)
+    settings = replace(synthetic_settings(manifest), provenance=f"folder {folder}")
+    return Pack(settings, device=device, modules=modules)
+
+
 def random_pack(
     seed: int = 0,
     *,
