@@ -1,0 +1,122 @@
+"""`dhr mask` and `dhr invert` as a user runs them (subprocess, bundled synthetic pack, fast
+settings), and their failure modes with the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dhr_cli.cli import main
+from dhr_cli.project import Project
+
+FAST = ["--pack", "synthetic", "--coarse-steps", "3"]
+
+
+def run_dhr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dhr_cli", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def face(tmp_path: Path) -> Path:
+    from dhr_cli.synthetic.benchset import make_sample
+
+    path = tmp_path / "face.png"
+    Image.fromarray(make_sample(4, "occluded", 99).image).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_mask_then_invert_end_to_end(face: Path, tmp_path: Path) -> None:
+    r = run_dhr("mask", str(face), *FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["done"][0]
+    project = tmp_path / "face.png.dhr"
+    overlay = tmp_path / "face.mask.png"
+    assert out["project"] == str(project) and out["mask_overlay"] == str(overlay)
+    assert Image.open(overlay).size == (64, 64)
+    p = Project.load(project)
+    assert p.mask is not None and p.mask.shape == (1, 1, 64, 64) and p.feature is None
+    mask = p.mask.clone()
+
+    # a second, missing input: the batch goes on and ends with the partial-failure code
+    missing = tmp_path / "missing.png"
+    r = run_dhr("invert", str(face), str(missing), *FAST, "--steps", "4", "--json")
+    assert r.returncode == 7, r.stderr
+    assert "1 of 2 inputs failed" in r.stderr and "Traceback" not in r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["failed"][0]["input"] == str(missing) and rep["failed"][0]["exit_code"] == 3
+    rec = rep["done"][0]
+    assert rec["faces"][0]["mask_source"] == "stored (computed)"
+    assert set(rec["faces"][0]["metrics"]) == {"mse", "lpips"}
+    p = Project.load(project)
+    assert (p.mask == mask).all()  # the stored mask was reused
+    assert p.feature is not None and p.deltas and p.params["invert"]["method"] == "dhr"
+    assert [h.step for h in p.history] == ["mask", "invert"]
+    recon = np.asarray(Image.open(tmp_path / "face.recon.png"))
+    assert recon.shape == (64, 64, 3)
+    assert np.abs(recon.astype(int) - np.asarray(Image.open(face)).astype(int)).mean() < 60
+
+    # --skip-existing leaves the outputs alone
+    before = project.stat().st_mtime_ns
+    r = run_dhr("invert", str(face), *FAST, "--skip-existing", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] and project.stat().st_mtime_ns == before
+
+
+def test_ffhq_offline_fails_fast_naming_the_files(face: Path, capsys) -> None:
+    assert main(["invert", str(face), "--pack", "ffhq", "--offline"]) == 5
+    err = capsys.readouterr().err
+    for name in (
+        "stylegan2-ffhq-config-f.pt",
+        "e4e_ffhq_r50_wp_official.pt",
+        "parsing_bisenet.pth",
+    ):
+        assert name in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["invert", "{missing}"], 3),
+        (["invert", "{notimage}", "--pack", "synthetic"], 4),
+        (["invert", "{face}", "--shard", "3/2"], 2),
+        (["invert", "{face}", "--method", "magic"], 2),
+        (["invert", "{face}", "--pivot", "x"], 2),
+        (["invert", "{face}", "--tau", "skin=high"], 2),
+        (["invert", "{face}", "--pack", "mars"], 2),
+        (["invert"], 2),
+        (["mask", "{missing}"], 3),
+        (["mask", "{face}", "--from", "{missing}"], 3),
+        (["mask", "{face}", "--pack", "synthetic", "--from", "{notsquare}"], 4),
+        (["invert", "{face}", "--pack", "synthetic", "--layer", "40"], 2),
+        (["invert", "{face}", "--pack", "synthetic", "--work-res", "48"], 2),
+        (["invert", "{face}", "--pack", "synthetic", "--format", "gif"], 2),
+    ],
+)
+def test_bad_inputs_exit_codes(
+    face: Path, tmp_path: Path, capsys, argv: list[str], code: int
+) -> None:
+    (tmp_path / "notimage.png").write_text("not an image")
+    Image.fromarray(np.zeros((10, 20), np.uint8)).save(tmp_path / "notsquare.png")
+    paths = {
+        "missing": tmp_path / "missing.png",
+        "notimage": tmp_path / "notimage.png",
+        "face": face,
+        "notsquare": tmp_path / "notsquare.png",
+    }
+    args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv]
+    assert main(args) == code
+    assert "Traceback" not in capsys.readouterr().err
