@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from dhr_cli.faces import identity_alignment
 from dhr_cli.nets.parsing import in_domain_mask
-from dhr_cli.packs import load_pack, synthetic_pack_from
+from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
 from dhr_cli.pipeline import Engine, EngineOptions
 from dhr_cli.synthetic import classes as C
 from dhr_cli.synthetic.benchset import make_benchset
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--pack-dir", type=Path, default=None, help="a pack folder instead of the bundled one"
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the pack's policy)"
+    )
     ap.add_argument("--limit", type=int, default=None, help="only the first K occluded scenes")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     pack = synthetic_pack_from(args.pack_dir) if args.pack_dir else load_pack("synthetic")
+    if not args.threads:
+        apply_cpu_threads(pack)  # the pack's own policy, as `dhr invert` applies it
     t = time.perf_counter()
     pack.generator, pack.encoder, pack.parser, pack.lpips_alex, pack.lpips_vgg  # noqa: B018
     pack.latent_stats()

@@ -589,7 +589,7 @@ def _run_engine(
     from_mask: Path | None = None,
 ) -> None:
     from . import console
-    from .packs import load_pack
+    from .packs import apply_cpu_threads, load_pack
     from .pipeline import Engine, EngineOptions, invert_photo, mask_photo, run_batch
     from .runtime import seed_everything
 
@@ -603,6 +603,7 @@ def _run_engine(
     the_pack = load_pack(
         pack_name, device=_device_str(), models_dir=s.models_dir, offline=s.offline or None
     )
+    apply_cpu_threads(the_pack)
     engine = Engine(the_pack, EngineOptions(seed=s.seed, **engine_options))
     segment = (
         which == "mask"

@@ -104,6 +104,10 @@ class PackSettings:
     slic: superpixel parameters.
     models: role -> registry name of each file the pack uses.
     provenance: where the settings come from (e.g. "released DHR", "calibrated ...").
+    cpu_threads: torch intra-op threads on CPU. The synthetic pack's 64-px convolutions are too
+      small to gain from a second thread: a DHR invert took 7.3 s with 1 thread, 10.6 s with 2
+      (OMP_WAIT_POLICY=passive) and 97 s with 2 (default spin-waiting) while another process
+      kept one of the 2 cores busy (`apply_cpu_threads`).
     """
 
     name: str
@@ -122,6 +126,7 @@ class PackSettings:
     slic: SlicSettings = field(default_factory=SlicSettings)
     models: dict[str, str] = field(default_factory=dict)
     provenance: str = ""
+    cpu_threads: int | None = None  # intra-op threads on CPU (None = torch's default)
 
     def tau_for(self, class_name: str) -> float:
         return float(self.tau.get(class_name, self.tau_default))
@@ -197,6 +202,7 @@ def synthetic_settings(manifest: dict[str, Any] | None = None) -> PackSettings:
         refine_res=None,
         lpips_res=seg.get("lpips_res"),
         aligned_input=True,
+        cpu_threads=1,
         slic=SlicSettings(
             n_segments=int(slic.get("n_segments", 200)),
             compactness=float(slic.get("compactness", 30.0)),
@@ -448,6 +454,15 @@ class Pack:
             "ood_classes": list(s.ood_classes),
             "settings": s.provenance,
         }
+
+
+def apply_cpu_threads(pack: Pack) -> None:
+    """Limit torch's intra-op threads to the pack's `cpu_threads` when running on the CPU."""
+    import torch
+
+    n = pack.settings.cpu_threads
+    if n and str(pack.device).startswith("cpu") and torch.get_num_threads() > n:
+        torch.set_num_threads(n)
 
 
 _PACKS: dict[tuple[Any, ...], Pack] = {}

@@ -50,6 +50,15 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The 64-px nets run fastest on one intra-op thread (the synthetic pack's cpu_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_parse_shard_and_split() -> None:
     assert parse_shard(None) is None
     assert parse_shard("2/3") == (2, 3)
@@ -119,7 +128,6 @@ def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
     assert run_batch([Path("a"), Path("c")], work, shard=(2, 2)).done == [{"input": "c"}]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["encoder", "pti", "feature", "dhr"])
 def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: str) -> None:
     engine = Engine(pack, EngineOptions(method=method, **FAST))
@@ -152,7 +160,6 @@ def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: 
     np.testing.assert_array_equal(img, to_uint8(render_stored(pack.generator, p)))
 
 
-@pytest.mark.slow
 def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Path) -> None:
     engine = Engine(pack, EngineOptions(method="dhr", **FAST))
     m = mask_photo(engine, photo, output=tmp_path, progress=False)

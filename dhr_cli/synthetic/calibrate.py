@@ -376,7 +376,7 @@ def write_section(section: dict[str, Any], folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..packs import SYNTHETIC_DIR, synthetic_pack_from
+    from ..packs import SYNTHETIC_DIR, apply_cpu_threads, synthetic_pack_from
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     pack = synthetic_pack_from(args.pack_dir)
+    if not args.threads:
+        apply_cpu_threads(pack)
     section = run(
         pack, n=args.n, seed=args.seed, layer_scenes=args.layer_scenes, compare_128=not args.no_128
     )

@@ -14,3 +14,15 @@ def rpack():
     pack = random_pack(0)
     pack.lpips_alex, pack.lpips_vgg  # noqa: B018 - load once per session
     return pack
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These 64-px nets run fastest on one intra-op thread (the synthetic pack's cpu_threads);
+    restored afterwards so other tests see torch's default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
