@@ -261,6 +261,7 @@ class Pack:
         self._paths: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._stats: tuple[Any, float] | None = None
+        self._sha: dict[str, str] = {}
 
     # ---------------------------------------------------------------- files
 
@@ -338,11 +339,23 @@ class Pack:
         from . import hub
 
         out = {}
-        for role, p in self._paths.items():
+        for role in self._paths:
             name = self.settings.models[role]
-            entry = hub.get(name)
-            out[name] = entry.sha256 or hub.sha256_file(p)
+            if name not in self._sha:
+                self._sha[name] = hub.get(name).sha256 or self._first_use_sha(name)
+            out[name] = self._sha[name]
         return out
+
+    def _first_use_sha(self, name: str) -> str:
+        """The hash the hub recorded when it first verified an unpinned file ("" if none);
+        never re-hashes a multi-hundred-MB generator just to label a project."""
+        from . import hub
+
+        try:
+            rec = hub._Hashes(hub.cache_dir(self.models_dir)).first_use(name) or {}
+        except Exception:  # noqa: BLE001 - a label only; the file itself was verified by fetch
+            rec = {}
+        return str(rec.get("sha256", ""))
 
     # ---------------------------------------------------------------- modules
 

@@ -201,3 +201,32 @@ def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
         Engine(pack, EngineOptions(work_res=100))
     with pytest.raises(UsageError, match="beyond the working resolution"):
         Engine(pack, EngineOptions(layer=7, work_res=16))
+
+
+def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
+    """The real-photo path (detection, FFHQ alignment, paste-back) on skimage's astronaut, with a
+    64-px random pack that takes photos like the ffhq pack does (MTCNN weights are local)."""
+    from dataclasses import replace
+
+    from skimage.data import astronaut
+
+    from dhr_cli.packs import random_pack, synthetic_settings
+    from dhr_cli.pipeline import FaceOptions
+
+    pack = random_pack(2, settings=replace(synthetic_settings({}), aligned_input=False))
+    rgb = astronaut()
+    Image.fromarray(rgb).save(tmp_path / "astro.png")
+    engine = Engine(pack, EngineOptions(method="encoder", faces=FaceOptions(detector="mtcnn")))
+    rec = invert_photo(engine, tmp_path / "astro.png", progress=False)
+    assert rec["recon"] == str(tmp_path / "astro.recon.png")
+    out = np.asarray(Image.open(rec["recon"]).convert("RGB"))
+    assert out.shape == rgb.shape
+    changed = np.any(out != rgb, axis=2)
+    assert changed[50:250, 120:320].mean() > 0.5  # the face region was replaced
+    assert not changed[400:, :100].any() and not changed[:, 480:].any()  # far away: untouched
+    p = Project.load(rec["project"])
+    quad = p.quad.clone()
+    assert not torch.equal(p.crop_to_photo, torch.eye(3, dtype=torch.float64))
+    # a second run re-creates the crop from the stored quad (no drift)
+    invert_photo(engine, tmp_path / "astro.png", progress=False)
+    assert torch.allclose(Project.load(rec["project"]).quad, quad, atol=1e-9)
