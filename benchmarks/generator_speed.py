@@ -37,14 +37,20 @@ VARIANTS = ("default", "nchw", "compile", "bf16")
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    return best_times(fn, repeats, warmup)[0]
+
+
+def best_times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
+    """(best wall time, process CPU time of that run): CPU time / wall time close to the
+    thread count means the run had the cores to itself."""
     for _ in range(warmup):
         fn()
-    times = []
+    runs = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+        runs.append((time.perf_counter() - t, time.process_time() - c))
+    return min(runs)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> tuple[float, float]:
@@ -139,7 +145,7 @@ def main() -> None:
         "runs": [],
     }
 
-    header = f"{'size':>5} {'variant':>8} {'pass':>7} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} {'/fp32 peak':>10}"
+    header = f"{'size':>5} {'variant':>8} {'pass':>7} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} {'/fp32 peak':>10} {'cpu/wall':>5}"
     print(header)
     print("-" * len(header))
     for size in args.sizes:
@@ -156,7 +162,7 @@ def main() -> None:
                 fwd_bwd()
                 t_compile = time.perf_counter() - t_compile
                 for name, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-                    t = best_time(fn, args.repeats, warmup=0)
+                    t, cpu = best_times(fn, args.repeats, warmup=0)
                     gflops = flops[name] / t / 1e9
                     row = {
                         "size": size,
@@ -164,6 +170,7 @@ def main() -> None:
                         "pass": name,
                         "gflop": flops[name] / 1e9,
                         "seconds": t,
+                        "cpu_seconds": cpu,
                         "gflops": gflops,
                         "ratio_fp32_peak": gflops / peak32,
                     }
@@ -179,7 +186,7 @@ def main() -> None:
                         extra = f"  (compile+first calls {t_compile:.0f} s)"
                     print(
                         f"{size:>5} {variant:>8} {name:>7} {flops[name] / 1e9:>7.1f} {t:>8.3f} "
-                        f"{gflops:>8.1f} {gflops / peak32:>10.0%}{extra}",
+                        f"{gflops:>8.1f} {gflops / peak32:>10.0%} {cpu / t:>5.2f}{extra}",
                         flush=True,
                     )
             except Exception as e:  # noqa: BLE001 - a variant failing is a result, not a crash
