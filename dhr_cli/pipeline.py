@@ -87,6 +87,11 @@ class EngineOptions:
     seed: int = 0
     faces: FaceOptions = field(default_factory=FaceOptions)
 
+    @property
+    def resegment(self) -> bool:
+        """Segmentation options were given: a stored mask must not be reused."""
+        return any(v is not None for v in (self.tau, self.tau_quantile, self.coarse_steps))
+
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'K/N' (1 <= K <= N) -> (K, N); None passes through."""
@@ -755,7 +760,13 @@ def invert_photo(
 
 
 def _stored_mask(project: Project | None, engine: Engine) -> tuple[Any, str | None]:
+    """The project's mask for DHR to reuse (None when segmentation options ask for a new one)."""
     if project is None or project.mask is None or engine.options.method != "dhr":
+        return None, None
+    if engine.options.resegment:
+        from . import console
+
+        console.log.info("segmentation options given: computing a new mask")
         return None, None
     m = project.mask
     size = engine.pack.settings.generator_size
@@ -844,6 +855,7 @@ def mask_photo(
         project.crop_to_photo = torch.from_numpy(rec["crop_to_photo"])
     else:
         project = existing
+        _drop_stale_refinement(project, mask)
     project.pack = engine.pack.name
     project.models = {**project.models, **engine.pack.models_used}
     project.mask = mask.detach().to("cpu", torch.float32)
@@ -864,6 +876,26 @@ def mask_photo(
     if seg is not None:
         out["summary"] = seg.summary()
     return out
+
+
+def _drop_stale_refinement(project: Project, mask: torch.Tensor) -> None:
+    """A DHR feature and weight delta were fitted to the old mask: with a new mask they no
+    longer reproduce the photo, so they are removed (`dhr invert` refines again)."""
+    import torch
+
+    from . import console
+
+    old = project.mask
+    uses_mask = (project.params.get("invert") or {}).get("feature_mask") == "in_domain"
+    if old is None or not uses_mask or torch.equal(old.float(), mask.detach().cpu().float()):
+        return
+    for key in [k for k in project.tensors if k.startswith(("feature.", "delta."))]:
+        del project.tensors[key]
+    project.params.pop("invert", None)
+    console.log.warn(
+        "the new mask replaces the one the DHR refinement was fitted to; "
+        "run `dhr invert` again to refine with it"
+    )
 
 
 def import_mask(path: Path, aligned: AlignedFace, photo: Photo, size: int) -> torch.Tensor:

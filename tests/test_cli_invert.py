@@ -52,7 +52,7 @@ def test_mask_then_invert_end_to_end(face: Path, tmp_path: Path) -> None:
 
     # a second, missing input: the batch goes on and ends with the partial-failure code
     missing = tmp_path / "missing.png"
-    r = run_dhr("invert", str(face), str(missing), *FAST, "--steps", "4", "--json")
+    r = run_dhr("invert", str(face), str(missing), "--pack", "synthetic", "--steps", "4", "--json")
     assert r.returncode == 7, r.stderr
     assert "1 of 2 inputs failed" in r.stderr and "Traceback" not in r.stderr
     rep = json.loads(r.stdout)
@@ -70,7 +70,7 @@ def test_mask_then_invert_end_to_end(face: Path, tmp_path: Path) -> None:
 
     # --skip-existing leaves the outputs alone
     before = project.stat().st_mtime_ns
-    r = run_dhr("invert", str(face), *FAST, "--skip-existing", "--json")
+    r = run_dhr("invert", str(face), "--pack", "synthetic", "--skip-existing", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] and project.stat().st_mtime_ns == before
 

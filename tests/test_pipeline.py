@@ -165,9 +165,19 @@ def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Pa
     m = mask_photo(engine, photo, output=tmp_path, progress=False)
     assert m["mask_source"] == "computed" and Path(m["mask_overlay"]).is_file()
     stored = Project.load(m["project"]).mask
-    rec = invert_photo(engine, photo, output=tmp_path, progress=False)
+    reuse = Engine(pack, EngineOptions(method="dhr", steps=2))
+    rec = invert_photo(reuse, photo, output=tmp_path, progress=False)
     assert rec["faces"][0]["mask_source"] == "stored (computed)"
     assert torch.equal(Project.load(rec["project"]).mask, stored)
+    # segmentation options ask for a new mask
+    again = invert_photo(
+        Engine(pack, EngineOptions(method="dhr", steps=2, coarse_steps=2, tau="0.01")),
+        photo,
+        output=tmp_path,
+        progress=False,
+    )
+    assert again["faces"][0]["mask_source"] == "computed"
+    assert again["faces"][0]["in_domain_fraction"] < 0.5  # a tiny tau marks nearly all out
 
     painted = np.full((64, 64), 255, np.uint8)
     painted[:, :16] = 0  # left quarter out-of-domain
@@ -175,8 +185,11 @@ def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Pa
     imp = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "hand.png", progress=False)
     assert imp["mask_source"] == "imported" and imp["in_domain_fraction"] == 0.75
     p = Project.load(rec["project"])
-    assert p.params["mask"]["source"] == "imported" and "invert" in p.params  # history kept
-    rec2 = invert_photo(engine, photo, output=tmp_path, progress=False)
+    assert p.params["mask"]["source"] == "imported"
+    # the refinement fitted to the old mask is dropped (history kept)
+    assert p.feature is None and not p.deltas and "invert" not in p.params
+    assert [h.step for h in p.history].count("invert") == 2
+    rec2 = invert_photo(reuse, photo, output=tmp_path, progress=False)
     assert rec2["faces"][0]["mask_source"] == "stored (imported)"
 
 
