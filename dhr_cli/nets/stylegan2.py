@@ -253,23 +253,27 @@ class Blur(nn.Module):
 class Upsample(nn.Module):
     """2x FIR up-sampling of the RGB skip branch as one depthwise transposed conv.
 
-    Equivalent to zero-insertion, padding (2, 1) and convolution with `kernel` (which
-    already carries the gain 4): out[o] = sum_i x[i] * kernel[o + 1 - 2i].
+    The reference (zero-insertion, padding (pad0, pad1), convolution with `kernel`, which
+    carries the gain 4) equals the full transposed conv with `kernel` cropped to start at
+    k - 1 - pad0: out[o] = sum_i x[i] * kernel[o + k - 1 - pad0 - 2i] (k=4: padding 1).
     """
 
     def __init__(self, taps: Sequence[float], factor: int = 2) -> None:
         super().__init__()
         self.register_buffer("kernel", make_kernel(taps) * factor**2)
         self.factor = factor
+        p = len(taps) - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        k = self.kernel.shape[0]
-        w = self.kernel.to(x.dtype).expand(c, 1, k, k)
-        # padding (k - factor) // 2 turns the "full" transposed conv into the reference crop
-        return F.conv_transpose2d(
-            x, w, stride=self.factor, padding=(k - self.factor) // 2, groups=c
-        )
+        c, h, w = x.shape[1:]
+        k, f = self.kernel.shape[0], self.factor
+        weight = self.kernel.to(x.dtype).expand(c, 1, k, k)
+        start = k - 1 - self.pad[0]  # >= 0 and the crop keeps h * f rows: pad0 >= f - 1
+        if 2 * start == (h - 1) * f + k - h * f:  # symmetric crop: the conv's own padding
+            return F.conv_transpose2d(x, weight, stride=f, padding=start, groups=c)
+        out = F.conv_transpose2d(x, weight, stride=f, groups=c)
+        return out[..., start : start + h * f, start : start + w * f]
 
 
 def _channels_last_param(weight: torch.Tensor, transposed: bool) -> torch.Tensor:

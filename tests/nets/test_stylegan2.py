@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from dhr_cli.nets.stylegan2 import (
     Generator,
     GeneratorConfig,
+    Upsample,
     _DepthwiseFIR,
     hybrid_feature,
 )
@@ -112,6 +113,13 @@ def test_resampling_matches_upfirdn_definition(tiny):
     assert blur.pad == (1, 1)
     blur.kernel = k.clone()
     assert torch.allclose(blur(x), _upfirdn2d_reference(x, k, 1, 1, 1), atol=1e-10)
+    # other FIR lengths (asymmetric crops) follow the same definition
+    for taps in ((1, 2, 1), (1, 1)):
+        up = Upsample(taps)
+        k = up.kernel.double()
+        up.kernel = k
+        ref = _upfirdn2d_reference(x, k, 2, *up.pad)
+        assert ref.shape[-1] == 12 and torch.allclose(up(x), ref, atol=1e-10)
 
 
 def test_fir_custom_backward_is_exact():
