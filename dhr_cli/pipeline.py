@@ -448,7 +448,8 @@ class Engine:
             times["segment"] = time.perf_counter() - t
         t = time.perf_counter()
         cfg = self.refine_config()
-        total = {"pti": cfg.pti_steps, "encoder": 0}.get(method, cfg.steps)
+        pivot = cfg.pivot_steps if cfg.pivot == "w" else 0
+        total = {"pti": pivot + cfg.pti_steps, "encoder": 0}.get(method, cfg.steps)
         with _stage_progress(
             progress and method != "encoder", f"refine ({method})", total, None
         ) as cb:

@@ -343,7 +343,7 @@ def refine_pti(
 
         def pivot_cb(step: int, loss: float) -> None:
             if callback is not None:
-                callback(step, {"pivot_lpips": loss, "stage": 0.0})
+                callback(step, {"pivot_lpips": loss})
 
         proj = project_w(
             generator,
@@ -359,6 +359,7 @@ def refine_pti(
         )
         wplus = generator.as_wplus(proj.w).detach().clone()
 
+    offset = config.pivot_steps if config.pivot == "w" else 0
     stop_at, goal = _work(generator, target, config.work_res)
     g, theta = _trainable_copy(generator)
     names = list(theta)
@@ -373,8 +374,8 @@ def refine_pti(
         mse = F.mse_loss(img, goal)
         lp = lp_target.distance(img).mean()
         parts = {"mse": float(mse.detach()), "lpips": float(lp.detach())}
-        if callback is not None:
-            callback(step, {**parts, "stage": 1.0})
+        if callback is not None:  # steps counted after the pivot's
+            callback(offset + step, parts)
         if parts["lpips"] <= config.pti_lpips_stop:
             break
         loss = config.l2_lambda * mse + config.lpips_lambda * lp
