@@ -185,3 +185,15 @@ def test_render_with_deltas_restores_the_generator(rpack, scene) -> None:
         assert torch.equal(v, before[k]), k
     plain = render(rpack.generator, wplus, feature=r.feature, layer=LAYER, feature_mask=mask)
     assert not torch.equal(a, plain)
+
+
+def test_work_res_refines_through_the_early_exit(rpack, scene) -> None:
+    target, mask, wplus = scene
+    cfg = RefineConfig(steps=2, weight_steps=2, layer=LAYER, work_res=32)
+    r = refine(
+        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
+    )
+    assert r.deltas
+    # the 64-px block (convs 6, 7 and its tRGB) never ran, so it is not tuned
+    assert not any(k.startswith(("convs.6.", "convs.7.", "to_rgbs.3.")) for k in r.deltas)
+    assert any(k.startswith("convs.4.") for k in r.deltas)
