@@ -30,11 +30,16 @@ uncontended cores), never from the clock, so a run is reproducible for a given b
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: sleeping (not spinning) worker threads. On 2 shared cores a
+# spinning thread burns ~3x the CPU per step and is slower in wall time too (measured).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import copy
 import json
 import math
-import os
 import platform
 import shutil
 import sys
@@ -59,6 +64,23 @@ FORMAT = "dhr-synthetic-pack"
 VERSION = 1
 LICENCE = "MIT (dhr project)"
 STAGES = ("data", "generator", "probe", "directions", "encoder", "parser", "export")
+#: Top-level manifest keys the export writes (anything else belongs to other tools).
+MANIFEST_KEYS = (
+    "pack",
+    "format",
+    "version",
+    "licence",
+    "description",
+    "files",
+    "latent",
+    "generator",
+    "encoder",
+    "parser",
+    "probe",
+    "directions",
+    "metrics",
+    "training",
+)
 
 STYLE_DIM = M.STYLE_DIM
 GEN_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
@@ -379,7 +401,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         opt.step()
         _ema_update(ema, g, min(0.998, (1 + step) / (10 + step)))
         for k, v in (("l1", l1), ("lpips", lp), ("linear", lin)):
-            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+            running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
         done = step + 1
         if done % 250 == 0 or done == total:
             log(
@@ -391,6 +413,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
             v = _val_generator(ema, val, perceptual)
             history.append({"step": done, **v, "wall_s": round(clock.wall, 1)})
             log(f"generator val (ema) {v}")
+        if done % 250 == 0 or done == total:
             atomic_save(
                 {
                     "g": g.state_dict(),
@@ -636,7 +659,7 @@ def train_encoder(
         loss.backward()
         opt.step()
         for k, v in (("l1", l1), ("lpips", lp), ("latent", lat), ("delta", delta)):
-            running[k] = 0.98 * running.get(k, float(v)) + 0.02 * float(v)
+            running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
         done = step + 1
         if done % 250 == 0 or done == total:
             log(
@@ -644,7 +667,7 @@ def train_encoder(
                 + " ".join(f"{k} {v:.4f}" for k, v in running.items())
                 + f" wall {clock.wall:.0f}s cpu {clock.cpu:.0f}s"
             )
-        if done % 500 == 0 or done == total:
+        if done % 250 == 0 or done == total:
             enc.eval()
             with torch.no_grad():
                 xv = R.to_tensor(val.images)
@@ -842,6 +865,11 @@ def export_pack(
     out: Path, work: Path, plan: Plan, state: dict[str, Any], perceptual: nn.Module, argv: list[str]
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    try:
+        previous = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
     roles: dict[str, tuple[str, str]] = {}
     g = load_trained_generator(work)
     save_module(out / "generator.safetensors", g.state_dict(), "generator", g.config.to_dict())
@@ -879,6 +907,17 @@ def export_pack(
             "size": f.stat().st_size,
             "licence": LICENCE,
         }
+    # Sections other tools add (e.g. calibrate.py's "segmentation") survive a re-export when
+    # the networks they were measured with are unchanged.
+    kept: dict[str, Any] = {}
+    same = all(
+        previous.get("files", {}).get(f, {}).get("sha256") == files[f]["sha256"] for f in files
+    )
+    for key in set(previous) - set(MANIFEST_KEYS):
+        if same:
+            kept[key] = previous[key]
+        else:
+            log(f"export: dropped the stale manifest section {key!r} (the networks changed)")
     manifest: dict[str, Any] = {
         "pack": "synthetic",
         "format": FORMAT,
@@ -888,7 +927,8 @@ def export_pack(
         "trained on dhr's parametric face renderer (dhr_cli.synthetic.render).",
         "files": files,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    manifest.update(kept)
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     t = StageClock()
     pack = M.load_pack(out)
     metrics = quality_metrics(pack, perceptual)
@@ -951,7 +991,8 @@ def export_pack(
         "wall_s": round(t.wall, 1),
         "cpu_s": round(t.cpu, 1),
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    manifest.update(kept)
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return metrics
 
 
