@@ -395,7 +395,8 @@ def _report_batch(result: Any, label: str) -> None:
 @command(app, "invert")
 def invert_cmd(
     inputs: Annotated[
-        list[Path] | None, typer.Argument(help="Photos to invert.", show_default=False)
+        list[Path] | None,
+        typer.Argument(help="Photos (or their project files) to invert.", show_default=False),
     ] = None,
     method: MethodOpt = "dhr",
     pack: PackOpt = None,

@@ -705,13 +705,22 @@ def invert_photo(
     skip_existing: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """`dhr invert` for one photo: returns a JSON-able record of what was written."""
+    """`dhr invert` for one photo (or a project file: its photo, into that project): returns a
+    JSON-able record of what was written."""
+    from .project import SUFFIX
+
     photo_path = Path(photo_path)
     if not photo_path.exists():
         raise InputMissing(f"photo not found: {photo_path}")
+    project_arg = None
+    if photo_path.suffix == SUFFIX:
+        project_arg = photo_path
+        _, photo_path = project_source(project_arg, engine.pack.name)
     photo = engine.load_photo(photo_path)
     ext = recon_extension(photo, engine.options.faces.format)
     outs = output_paths(photo_path, output, many=many, fmt_ext=ext)
+    if project_arg is not None and output is None:
+        outs.project = project_arg
     if skip_existing and outs.project.exists() and outs.recon.exists():
         from .project import Project
 
@@ -777,6 +786,30 @@ def _stored_mask(project: Project | None, engine: Engine) -> tuple[Any, str | No
     return m.float(), f"stored ({src})"
 
 
+def project_source(target: Path, pack: str) -> tuple[Project, Path]:
+    """A project file given on the command line -> (project, its source photo), checked."""
+    from .project import Project
+
+    project = Project.load(target)
+    if project.source_path is None:
+        raise BadData(f"{target} does not name its source photo")
+    photo_path = Path(project.source_path)
+    if not photo_path.exists():  # a relative path from another folder, or a moved pair
+        photo_path = target.parent / photo_path.name
+    if not photo_path.exists():
+        raise InputMissing(
+            f"the photo of {target} is missing: {project.source_path}",
+            hint="give the photo itself",
+        )
+    project.check_source(photo_path)
+    if project.pack and project.pack != pack:
+        raise BadData(
+            f"{target} was made with the {project.pack} pack, not {pack}",
+            hint=f"add --pack {project.pack}",
+        )
+    return project, photo_path
+
+
 def mask_photo(
     engine: Engine,
     target: Path,
@@ -798,23 +831,7 @@ def mask_photo(
     if not target.exists():
         raise InputMissing(f"not found: {target}")
     if target.suffix == SUFFIX:
-        existing = Project.load(target)
-        if existing.source_path is None:
-            raise BadData(f"{target} does not name its source photo")
-        photo_path = Path(existing.source_path)
-        if not photo_path.is_absolute() and not photo_path.exists():
-            photo_path = target.parent / photo_path.name
-        if not photo_path.exists():
-            raise InputMissing(
-                f"the photo of {target} is missing: {existing.source_path}",
-                hint="run `dhr mask PHOTO` on the photo itself",
-            )
-        existing.check_source(photo_path)
-        if existing.pack and existing.pack != engine.pack.name:
-            raise BadData(
-                f"{target} was made with the {existing.pack} pack, not {engine.pack.name}",
-                hint=f"add --pack {existing.pack}",
-            )
+        existing, photo_path = project_source(target, engine.pack.name)
         outs = output_paths(photo_path, output, many=many, fmt_ext=".png")
         outs.project = target if output is None else outs.project
         outs.overlay = outs.project.parent / f"{photo_path.stem}.mask.png"

@@ -243,3 +243,15 @@ def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
     # a second run re-creates the crop from the stored quad (no drift)
     invert_photo(engine, tmp_path / "astro.png", progress=False)
     assert torch.allclose(Project.load(rec["project"]).quad, quad, atol=1e-9)
+
+
+def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    local = tmp_path / "face.png"
+    shutil.copy(photo, local)
+    engine = Engine(pack, EngineOptions(method="encoder"))
+    first = invert_photo(engine, local, progress=False)
+    again = invert_photo(engine, Path(first["project"]), progress=False)
+    assert again["project"] == first["project"] and again["input"] == str(local)
+    assert [h.step for h in Project.load(first["project"]).history] == ["invert", "invert"]
