@@ -244,6 +244,14 @@ def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
     invert_photo(engine, tmp_path / "astro.png", progress=False)
     assert torch.allclose(Project.load(rec["project"]).quad, quad, atol=1e-9)
 
+    # a mask painted on the photo itself is warped into the aligned crop
+    painted = np.full(rgb.shape[:2], 255, np.uint8)
+    painted[:, :215] = 0  # keep everything left of the nose
+    Image.fromarray(painted).save(tmp_path / "painted.png")
+    m = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "painted.png", progress=False)
+    crop_mask = Project.load(m["project"]).mask[0, 0]
+    assert crop_mask[:, :8].mean() == 0 and crop_mask[:, -8:].mean() == 1
+
 
 def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> None:
     import shutil
