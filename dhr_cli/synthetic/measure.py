@@ -69,7 +69,9 @@ def renderer_z(z: np.ndarray) -> np.ndarray:
     return pixel_norm(z)[..., : R.Z_DIM]
 
 
-def domain_z(z27: np.ndarray, style_dim: int = STYLE_DIM, nuisance: np.ndarray | None = None):
+def domain_z(
+    z27: np.ndarray, style_dim: int = STYLE_DIM, nuisance: np.ndarray | None = None
+) -> np.ndarray:
     """A domain latent (..., D) whose :func:`renderer_z` is ``z27`` (..., 27).
 
     The nuisance coordinates (default 0) are scaled so that ``|u|^2 = D`` holds exactly;

