@@ -473,6 +473,15 @@ class ToRGB(nn.Module):
         return out
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
 def hybrid_feature(f_l: torch.Tensor, f: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """DHR feature modulation, Eq. 4: f' = f_l * m + f * (1 - m).
 
@@ -707,6 +716,8 @@ class Generator(nn.Module):
             skip = rgb(x, w[:, i + 2], skip)
             res, i = res * 2, i + 2
         skip = skip.contiguous()
+        if skip.dtype != torch.float32 and _autocast_on(skip.device.type):
+            skip = skip.float()  # under bf16 autocast the image itself stays float32
         return (skip, captured[0]) if return_feature else skip
 
     def feature_at(

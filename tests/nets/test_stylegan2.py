@@ -275,6 +275,17 @@ def test_channels_last_and_nchw_agree(tiny):
     assert torch.allclose(a, b, atol=1e-3)
 
 
+def test_bf16_autocast_runs_close_to_fp32(tiny):
+    g, data = tiny
+    w = data["input.wplus"][:1]
+    with torch.no_grad():
+        ref = g(w)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            img = g(w)
+    assert img.dtype == torch.float32
+    assert (img - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_config_round_trip_and_validation():
     cfg = GeneratorConfig(
         size=64, style_dim=64, n_mlp=4, channels={4: 32, 8: 32, 16: 16, 32: 16, 64: 8}, lr_mlp=1.0
