@@ -788,7 +788,7 @@ def latest_project(folder: Path | None = None) -> Path:
     candidates = [p for p in folder.glob("*" + SUFFIX) if p.is_file()]
     if not candidates:
         raise InputMissing(
-            f"no project file (*{SUFFIX}) in {folder}",
+            f"no project file (*{SUFFIX}) in {folder.resolve()}",
             hint="run `dhr invert PHOTO` first, or name the photo: dhr edit PHOTO --smile 1.5",
         )
 
@@ -815,13 +815,22 @@ def _face_projects(photo: Path) -> list[Path]:
 
 
 def _find_photo(project: Project, project_path: Path) -> Path | None:
-    """Where the project's source photo is now: as recorded, or beside the project."""
+    """The project's source photo: beside the project (a moved folder), else where it was
+    recorded; the first candidate with the recorded sha256 (BadData if only other versions
+    of the photo are found)."""
     if project.source_path is None:
         return None
     src = Path(project.source_path)
-    for cand in (src if src.is_absolute() else None, project_path.parent / src.name, src):
-        if cand is not None and cand.is_file():
-            return cand
+    candidates = [project_path.parent / src.name, src]
+    found = [c for c in dict.fromkeys(candidates) if c.is_file()]
+    for c in found:
+        try:
+            project.check_source(c)
+        except BadData:
+            continue
+        return c
+    if found:
+        project.check_source(found[0])  # raises: the photo was changed since `dhr invert`
     return None
 
 
