@@ -1,0 +1,248 @@
+"""Acceptance measurement of `dhr edit` on the synthetic pack's benchmark set.
+
+For each scene of the occluded stratum of `make_benchset(n, seed)` (seed 0 = the benchmark
+set's default) every method inverts the image with its published defaults (as `dhr invert`
+does), the result is stored the way the project file stores it, and the smile edit of each
+benchmark delta d (the set's true edits: the scene re-rendered with smile + d std-units and the
+same occluders composited on top, `sample.edit("smile", d)`) is rendered exactly as
+`dhr edit --smile d` renders it (`dhr_cli.method.edit`: the pack's smile direction, strength 1 =
++1 std-unit, through the tuned generator with the stored feature and mask).
+
+Reported per method, averaged over scenes and deltas:
+  mse_in / mse_out  MSE (images in [-1, 1]) of the edited image vs the true edited image,
+                    over the true in-domain / out-of-domain pixels of the true edit
+  ood_change        mean absolute change (grey levels, 0..255) of the out-of-domain pixels
+                    between the unedited reconstruction and the edit (the true occluders do
+                    not move, so an ideal edit changes them by 0)
+and two references: "no edit" (the input image itself vs the true edit: what doing nothing
+scores) and the true edit's own change of the out-of-domain pixels.
+
+    python benchmarks/edit_synthetic.py                  # n=30 -> 10 occluded scenes
+    python benchmarks/edit_synthetic.py --n 12 --json /tmp/edit.json --methods dhr,pti,feature
+
+Acceptance (issue 7): DHR's mse_in and mse_out below pti's and feature's; DHR's ood_change
+<= 1 grey level. The set, deltas and method settings are fixed; nothing is tuned here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhr_cli.faces import identity_alignment
+from dhr_cli.method.edit import DirectionLibrary, EditRequest, apply_edits, render_edit
+from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
+from dhr_cli.pipeline import Engine, EngineOptions, from_uint8, to_uint8
+from dhr_cli.project import Project
+from dhr_cli.synthetic.benchset import make_benchset
+
+METHODS = ("dhr", "pti", "feature", "encoder")
+ATTRIBUTE = "smile"
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, m: np.ndarray) -> float:
+    w = torch.from_numpy(m.astype(np.float32))[None, None]
+    if float(w.sum()) == 0:
+        return float("nan")
+    return float(((a - b) ** 2 * w).sum() / (w.sum() * 3))
+
+
+def grey_change(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
+    if not m.any():
+        return float("nan")
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64))[m].mean())
+
+
+def as_project(result, pack_name: str) -> Project:
+    """What `dhr invert` stores for a face (in memory): W+, mask, feature, weight delta and
+    how to render them."""
+    ref = result.refinement
+    p = Project(pack=pack_name)
+    p.wplus = ref.wplus.detach().to("cpu", torch.float32)
+    if result.mask is not None:
+        p.mask = result.mask
+    p.feature = None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
+    p.deltas = ref.deltas
+    p.params["invert"] = ref.render_params()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--n", type=int, default=30, help="benchmark set size (a third is occluded)")
+    ap.add_argument("--seed", type=int, default=0, help="benchmark set seed (0 = default set)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument(
+        "--pack-dir", type=Path, default=None, help="a pack folder instead of the bundled one"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the pack's policy)"
+    )
+    ap.add_argument("--limit", type=int, default=None, help="only the first K occluded scenes")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    pack = synthetic_pack_from(args.pack_dir) if args.pack_dir else load_pack("synthetic")
+    if not args.threads:
+        apply_cpu_threads(pack)
+    lib = DirectionLibrary(pack)
+    direction = lib.get(ATTRIBUTE)
+    bench = make_benchset(args.n, args.seed)
+    scenes = bench.stratum("occluded")[: args.limit]
+    deltas = [d for d in bench.deltas if (ATTRIBUTE, float(d)) in scenes[0].edits]
+    print(
+        f"pack: {pack.settings.provenance}; {ATTRIBUTE} direction {list(direction.vector.shape)} "
+        f"({direction.unit}); {len(scenes)} occluded scenes (benchset n={args.n}, "
+        f"seed={args.seed}); deltas {deltas}; torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
+
+    rows: dict[str, list[dict]] = {m: [] for m in methods}
+    refs: list[dict] = []
+    t_all = time.perf_counter()
+    for s in scenes:
+        aligned = identity_alignment(s.image)
+        original = from_uint8(s.image)
+        for d in deltas:
+            truth = s.edit(ATTRIBUTE, d)
+            refs.append(
+                {
+                    "scene": s.id,
+                    "delta": d,
+                    "mse_in": masked_mse(original, from_uint8(truth.image), ~truth.ood_mask),
+                    "mse_out": masked_mse(original, from_uint8(truth.image), truth.ood_mask),
+                    "ood_change": grey_change(s.image, truth.image, truth.ood_mask & s.ood_mask),
+                }
+            )
+        for m in methods:
+            t0 = time.perf_counter()
+            r = Engine(pack, EngineOptions(method=m, seed=0)).invert_face(aligned)
+            invert_s = time.perf_counter() - t0
+            project = as_project(r, pack.name)
+            w = project.wplus
+            recon = to_uint8(render_edit(pack.generator, project, w))
+            for d in deltas:
+                truth = s.edit(ATTRIBUTE, d)
+                edits = lib.resolve(EditRequest(named=[(ATTRIBUTE, d)]))
+                img = render_edit(pack.generator, project, apply_edits(w, edits))
+                out = to_uint8(img)
+                truth_t = from_uint8(truth.image)
+                edited_t = from_uint8(out)
+                row = {
+                    "scene": s.id,
+                    "delta": d,
+                    "mse_in": masked_mse(edited_t, truth_t, ~truth.ood_mask),
+                    "mse_out": masked_mse(edited_t, truth_t, truth.ood_mask),
+                    "mse": float(((edited_t - truth_t) ** 2).mean()),
+                    # occluder pixels that are out-of-domain before and after the true edit
+                    "ood_change": grey_change(recon, out, truth.ood_mask & s.ood_mask),
+                    "in_change": grey_change(recon, out, ~truth.ood_mask),
+                    "invert_s": invert_s,
+                }
+                rows[m].append(row)
+            last = rows[m][-len(deltas) :]
+            print(
+                f"  {s.id} {m:8s} mse_in {statistics.fmean(x['mse_in'] for x in last):.4f} "
+                f"mse_out {statistics.fmean(x['mse_out'] for x in last):.4f} "
+                f"ood_change {statistics.fmean(x['ood_change'] for x in last):.2f} "
+                f"in_change {statistics.fmean(x['in_change'] for x in last):.2f}  "
+                f"(invert {invert_s:.1f} s)",
+                flush=True,
+            )
+
+    def mean(items: list[dict], k: str, delta: float | None = None) -> float:
+        vals = [
+            r[k] for r in items if (delta is None or r["delta"] == delta) and not np.isnan(r[k])
+        ]
+        return statistics.fmean(vals) if vals else float("nan")
+
+    keys = ("mse_in", "mse_out", "mse", "ood_change", "in_change")
+    summary = {m: {k: mean(rows[m], k) for k in keys} for m in methods}
+    per_delta = {
+        m: {str(d): {k: mean(rows[m], k, d) for k in keys} for d in deltas} for m in methods
+    }
+    reference = {k: mean(refs, k) for k in ("mse_in", "mse_out", "ood_change")}
+    print(
+        f"\n{ATTRIBUTE} edits vs the true edited images ({len(scenes)} scenes x {len(deltas)} deltas)"
+    )
+    print("method    mse_in   mse_out  mse      ood_change  in_change  (grey levels)")
+    for m in methods:
+        v = summary[m]
+        print(
+            f"{m:8s}  {v['mse_in']:.4f}   {v['mse_out']:.4f}   {v['mse']:.4f}   "
+            f"{v['ood_change']:8.2f}   {v['in_change']:8.2f}"
+        )
+    print(
+        f"no edit   {reference['mse_in']:.4f}   {reference['mse_out']:.4f}   (input image vs true "
+        f"edit; the true edit moves the occluder pixels by {reference['ood_change']:.2f} grey levels)"
+    )
+    print("\nper delta (mse_in / mse_out / ood_change):")
+    for m in methods:
+        print(
+            f"  {m:8s} "
+            + "  ".join(
+                f"{d:+g}: {per_delta[m][str(d)]['mse_in']:.4f}/{per_delta[m][str(d)]['mse_out']:.4f}/"
+                f"{per_delta[m][str(d)]['ood_change']:.2f}"
+                for d in deltas
+            )
+        )
+    checks: dict[str, dict] = {}
+    if "dhr" in summary:
+        dv = summary["dhr"]
+        for other in ("pti", "feature"):
+            if other in summary:
+                for k in ("mse_in", "mse_out"):
+                    checks[f"dhr {k} < {other} {k}"] = {
+                        "value": [dv[k], summary[other][k]],
+                        "ok": dv[k] < summary[other][k],
+                    }
+        checks["dhr ood_change <= 1 grey level"] = {
+            "value": dv["ood_change"],
+            "ok": dv["ood_change"] <= 1.0,
+        }
+    print("\nacceptance:")
+    for name, c in checks.items():
+        v = c["value"]
+        shown = f"{v[0]:.4f} vs {v[1]:.4f}" if isinstance(v, list) else f"{v:.3f}"
+        print(f"  {'PASS' if c['ok'] else 'FAIL'}  {name}: {shown}")
+    print(f"\ntotal {time.perf_counter() - t_all:.0f} s", flush=True)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "benchset": {
+                        "n": args.n,
+                        "seed": args.seed,
+                        "scenes": len(scenes),
+                        "deltas": deltas,
+                    },
+                    "pack": pack.settings.provenance,
+                    "machine": f"{platform.machine()}, torch {torch.__version__}, "
+                    f"{torch.get_num_threads()} threads",
+                    "summary": summary,
+                    "per_delta": per_delta,
+                    "reference_no_edit": reference,
+                    "checks": checks,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
+    return 0 if all(c["ok"] for c in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
