@@ -871,7 +871,7 @@ def edit_cmd(
         parse_named,
         parse_sweep,
     )
-    from .pipeline import parse_shard, run_batch
+    from .pipeline import parse_shard, run_batch, shard_items
 
     s = _settings()
     if pack is not None:
@@ -924,6 +924,7 @@ def edit_cmd(
         found = latest_project()
         console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
         inputs = [found]
+    session.prepare(shard_items(inputs, shard_kn))
     result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit")
     if s.json:
         console.print_json(result.to_json())

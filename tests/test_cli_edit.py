@@ -148,6 +148,8 @@ def test_list_shows_the_packs_directions(
     ("argv", "code"),
     [
         (["edit", "{f0}", "--edit", "nosuch=1"], 2),  # unknown direction name
+        (["edit", "{f0}", "{f1}", "--edit", "nosuch=1"], 2),  # ... for the whole batch
+        (["edit", "{f0}", "{f1}", "--direction", "{wide}"], 4),
         (["edit", "{f0}", "--smile", "abc"], 2),  # strength not a number
         (["edit", "{f0}", "--edit", "smile=abc"], 2),
         (["edit", "{f0}", "--direction", "{wide}"], 4),  # an ffhq-sized direction

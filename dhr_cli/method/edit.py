@@ -501,13 +501,10 @@ class DirectionLibrary:
 
     @property
     def style_dim(self) -> int:
-        return int(self.pack.generator.style_dim)
-
-    def _style_dim_quick(self) -> int:
-        # the FFHQ W is 512 wide; the synthetic one is read from its directions
+        """Width of the pack's W (FFHQ: 512, known without loading the generator)."""
         if self.pack.name == "ffhq":
             return 512
-        return self.style_dim
+        return int(self.pack.generator.style_dim)
 
     def names(self) -> list[str]:
         if self.pack.name == "ffhq":
@@ -549,7 +546,7 @@ class DirectionLibrary:
         vec = as_rows(
             raw,
             n_latent=self.n_latent,
-            style_dim=self._style_dim_quick(),
+            style_dim=self.style_dim,
             name=name,
             pack=self.pack.name,
         )
@@ -581,7 +578,7 @@ class DirectionLibrary:
         vec = as_rows(
             raw,
             n_latent=self.n_latent,
-            style_dim=self._style_dim_quick(),
+            style_dim=self.style_dim,
             name=str(path),
             pack=self.pack.name,
         )
@@ -897,6 +894,29 @@ class EditSession:
         if name not in self.libraries:
             self.libraries[name] = DirectionLibrary(self.pack(name))
         return self.libraries[name]
+
+    def prepare(self, inputs: Sequence[Path]) -> None:
+        """Fail fast, once for the whole batch: load the packs of the inputs' projects and
+        resolve the request against each (unknown names, wrong shapes, missing direction files
+        are errors of the command, not of one input). Unreadable inputs are left to
+        `edit_input`, which reports them per input."""
+        from ..project import project_path_for, read_metadata
+
+        names: list[str] = []
+        for arg in inputs:
+            try:
+                name = read_metadata(project_path_for(arg)).get("pack") or self.pack_name
+            except (BadData, InputMissing):
+                continue
+            if name and name not in names:
+                names.append(name)
+        sweep = self.request.sweep
+        overrides = {sweep.name: sweep.values[0]} if sweep is not None else {}
+        for name in names:
+            if self.pack_name is not None and name != self.pack_name:
+                continue  # reported per input
+            self.pack(name, render=True)
+            self.library(name).resolve(self.request, overrides)
 
     # ------------------------------------------------------------ inputs
 
