@@ -395,3 +395,43 @@ def test_latest_project_prefers_the_newest_invert(tmp_path: Path) -> None:
     assert latest_project(tmp_path).name == "a.png.dhr"
     meta = json.loads(Project.load(tmp_path / "a.png.dhr").metadata()["history"])
     assert meta[-1]["step"] == "invert"
+
+
+def test_zero_edit_of_a_real_photo_reproduces_the_pasted_reconstruction(tmp_path: Path) -> None:
+    """The paste-back path (FFHQ-style alignment, not the identity) on skimage's astronaut:
+    a stored face quad, a DHR invert with a 64-px random pack that takes photos, then an edit
+    of strength 0 writes the reconstruction's bytes; a real edit only changes the face."""
+    from dataclasses import replace
+
+    from skimage.data import astronaut
+
+    from dhr_cli.faces import ffhq_quad
+    from dhr_cli.packs import random_pack, synthetic_settings
+    from dhr_cli.pipeline import Engine, EngineOptions, invert_photo
+    from dhr_cli.project import Project, default_path
+
+    torch.set_num_threads(1)
+    pack = random_pack(4, settings=replace(synthetic_settings({}), aligned_input=False))
+    pack._modules["directions"] = {
+        "smile": torch.randn(1, 64, generator=torch.Generator().manual_seed(1))
+    }
+    rgb = astronaut()
+    photo = tmp_path / "astro.png"
+    Image.fromarray(rgb).save(photo)
+    landmarks = np.array([[180.0, 100], [230, 100], [205, 125], [185, 152], [225, 152]])
+    seed = Project.for_photo(photo, wplus=torch.zeros(1, 10, 64), pack="synthetic")
+    seed.quad = torch.from_numpy(ffhq_quad(landmarks))
+    seed.save(default_path(photo))
+    rec = invert_photo(Engine(pack, EngineOptions(method="dhr", **FAST)), photo, progress=False)
+    p = Project.load(rec["project"])
+    assert p.params["invert"]["identity_alignment"] is False and p.mask is not None
+
+    s = _session(pack, EditRequest(named=[("smile", 0.0)]))
+    out = Path(s.edit_input(photo)["output"])
+    assert out.read_bytes() == Path(rec["recon"]).read_bytes()
+    s = _session(pack, EditRequest(named=[("smile", 3.0)]))
+    edited = np.asarray(Image.open(s.edit_input(photo)["output"]).convert("RGB")).astype(int)
+    recon = np.asarray(Image.open(rec["recon"]).convert("RGB")).astype(int)
+    changed = np.any(edited != recon, axis=2)
+    assert changed[60:200, 130:290].mean() > 0.3  # the face moved
+    assert not changed[350:, :].any() and not changed[:, 400:].any()  # the photo elsewhere did not
