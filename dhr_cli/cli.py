@@ -977,7 +977,9 @@ def _edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
             header_style="bold",
             title_justify="left",
         )
-        for col in ("name", "option", "shape", "unit", "source"):
+        for col in ("name", "option", "shape"):
+            table.add_column(col, no_wrap=True)
+        for col in ("strength unit", "source"):
             table.add_column(col, overflow="fold")
         for d in lst["directions"]:
             table.add_row(

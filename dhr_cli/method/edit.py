@@ -94,7 +94,7 @@ FFHQ_DIRECTIONS: dict[str, tuple[str, tuple[int, ...], str]] = {
     "age": ("interfacegan-age", (1, 512), "e4e release, interfacegan_directions/age.pt"),
     "pose": ("interfacegan-pose", (1, 18, 512), "e4e release, interfacegan_directions/pose.pt"),
 }
-FFHQ_UNIT = "unit-norm W direction (InterFaceGAN): strength = distance moved in W"
+FFHQ_UNIT = "distance in W (unit-norm direction)"
 GANSPACE_FILE = "ganspace-ffhq-pca"
 # published with the e4e release (editings/ganspace.py examples): component, start, end, strength
 GANSPACE_PRESETS: dict[str, tuple[int, int, int, float]] = {
@@ -541,7 +541,7 @@ class DirectionLibrary:
             unit = FFHQ_UNIT
         else:
             raw = self.pack.directions[name]
-            source = f"{self.pack.name} pack (directions.safetensors)"
+            source = f"{self.pack.name} pack, directions.safetensors"
             unit = self._synthetic_unit(name)
         vec = as_rows(
             raw,
@@ -558,7 +558,7 @@ class DirectionLibrary:
         from ..packs import read_manifest
 
         info = (read_manifest().get("directions") or {}).get(name) or {}
-        return str(info.get("unit", "std-unit of the attribute (strength 1.0 = +1)"))
+        return str(info.get("unit", "std-units of the attribute (1.0 = +1 std)"))
 
     def user(self, path: Path) -> Direction:
         """A direction from a user file, checked against this pack (read once)."""
@@ -660,7 +660,8 @@ class DirectionLibrary:
                         "option": f"--{name}",
                         "shape": list(shape),
                         "unit": FFHQ_UNIT,
-                        "source": source,
+                        "source": "e4e release",
+                        "detail": source,
                         "file": reg,
                         "cached": cached,
                     }
@@ -672,9 +673,9 @@ class DirectionLibrary:
                         "name": name,
                         "option": f"--ganspace {name}[:STRENGTH]",
                         "shape": [1, 512],
-                        "unit": f"GANSpace component {k} on W+ rows {a}:{b}, target coordinate "
-                        f"in std units (default {s:g})",
-                        "source": "e4e release, ganspace_pca/ffhq_pca.pt (preset)",
+                        "unit": f"target std-units on component {k}, rows {a}:{b} (preset {s:g})",
+                        "source": "e4e release",
+                        "detail": "GANSpace preset, e4e release ganspace_pca/ffhq_pca.pt",
                         "file": GANSPACE_FILE,
                         "cached": cached,
                     }
@@ -691,8 +692,9 @@ class DirectionLibrary:
                         "name": name,
                         "option": f"--{name}" if name in DIRECTION_OPTIONS else f"--edit {name}=S",
                         "shape": list(d.vector.shape),
-                        "unit": d.unit,
-                        "source": d.source,
+                        "unit": "std-units of the attribute",
+                        "source": f"{self.pack.name} pack",
+                        "detail": f"{d.source}; {d.unit}",
                         "file": self.pack.settings.models.get("directions"),
                         "cached": True,
                     }
