@@ -13,8 +13,9 @@ Target (2-core CPU): forward+backward of the 1024 generator >= 35% of the fp32 m
     python benchmarks/generator_speed.py [--sizes 256 1024] [--repeats 3] [--variants ...]
         [--json results.json]
 
-The CPU may be shared: the load average is printed before and after, and best-of-N timing
-is used to reduce (not remove) the effect of other processes.
+The CPU may be shared: variants run interleaved in rounds (so they see the same load), the
+best round is kept, the load average is printed and each row reports process CPU time over
+wall time (close to the thread count = the run had its cores; much lower = contention).
 """
 
 from __future__ import annotations
@@ -37,20 +38,9 @@ VARIANTS = ("default", "nchw", "compile", "bf16")
 
 
 def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    return best_times(fn, repeats, warmup)[0]
-
-
-def best_times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, float]:
-    """(best wall time, process CPU time of that run): CPU time / wall time close to the
-    thread count means the run had the cores to itself."""
     for _ in range(warmup):
         fn()
-    runs = []
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        runs.append((time.perf_counter() - t, time.process_time() - c))
-    return min(runs)
+    return min(timed(fn)[0] for _ in range(repeats))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> tuple[float, float]:
@@ -88,27 +78,35 @@ def cpu_name() -> str:
 
 def make_steps(gen: Generator, w: torch.Tensor, variant: str):
     """(forward, forward+backward) closures for one variant."""
-    gen.channels_last = False if variant == "nchw" else None
-    model: Callable = gen
-    if variant == "compile":
-        model = torch.compile(gen)
-    amp = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-        if variant == "bf16"
-        else (lambda: nullcontext())
-    )
+    model: Callable = torch.compile(gen) if variant == "compile" else gen
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else nullcontext()
+    layout = False if variant == "nchw" else None
 
     def fwd() -> None:
-        with torch.no_grad(), amp():
-            model(w)
+        gen.channels_last = layout
+        try:
+            with torch.no_grad(), amp:
+                model(w)
+        finally:
+            gen.channels_last = None
 
     def fwd_bwd() -> None:
-        gen.zero_grad(set_to_none=True)
-        with amp():
-            img = model(w)
-        img.float().square().mean().backward()
+        gen.channels_last = layout
+        try:
+            gen.zero_grad(set_to_none=True)
+            with amp:
+                img = model(w)
+            img.float().square().mean().backward()
+        finally:
+            gen.channels_last = None
 
     return fwd, fwd_bwd
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
@@ -116,93 +114,104 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (best is kept)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
 
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    mm32, dnn32 = matmul_peak(torch.float32)
-    mm16, dnn16 = matmul_peak(torch.bfloat16)
-    peak32, peak16 = max(mm32, dnn32), max(mm16, dnn16)
-    print(
-        f"dense matmul (4096^3, best of 5): fp32 torch.mm {mm32:.1f}, oneDNN {dnn32:.1f} GFLOP/s; "
-        f"bf16 torch.mm {mm16:.1f}, oneDNN {dnn16:.1f} GFLOP/s; peak = the higher of each"
-    )
-    results: dict = {
-        "matmul_gflops": {
-            "fp32_mm": mm32,
-            "fp32_onednn": dnn32,
-            "bf16_mm": mm16,
-            "bf16_onednn": dnn16,
-        },
-        "peak_fp32_gflops": peak32,
-        "peak_bf16_gflops": peak16,
-        "runs": [],
-    }
+    peaks = {"fp32_mm": 0.0, "fp32_onednn": 0.0, "bf16_mm": 0.0, "bf16_onednn": 0.0}
 
-    header = f"{'size':>5} {'variant':>8} {'pass':>7} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} {'/fp32 peak':>10} {'cpu/wall':>5}"
-    print(header)
-    print("-" * len(header))
+    def measure_peaks() -> None:
+        for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            mm, dnn = matmul_peak(dtype, repeats=2)
+            peaks[f"{tag}_mm"] = max(peaks[f"{tag}_mm"], mm)
+            peaks[f"{tag}_onednn"] = max(peaks[f"{tag}_onednn"], dnn)
+
+    results: dict = {"threads": threads, "runs": []}
     for size in args.sizes:
         torch.manual_seed(0)
         gen = Generator(GeneratorConfig.config_f(size))
         w = torch.randn(1, gen.n_latent, gen.style_dim)
         fwd, fwd_bwd = make_steps(gen, w, "default")
         flops = {"fwd": count_flops(fwd), "fwd+bwd": count_flops(fwd_bwd)}
+        steps, first_call, errors = {}, {}, {}
         for variant in args.variants:
             try:
-                t_compile = time.perf_counter()
-                fwd, fwd_bwd = make_steps(gen, w, variant)
-                fwd()  # for torch.compile: the (long) compilation happens here
-                fwd_bwd()
-                t_compile = time.perf_counter() - t_compile
-                for name, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-                    t, cpu = best_times(fn, args.repeats, warmup=0)
-                    gflops = flops[name] / t / 1e9
-                    row = {
-                        "size": size,
-                        "variant": variant,
-                        "pass": name,
-                        "gflop": flops[name] / 1e9,
-                        "seconds": t,
-                        "cpu_seconds": cpu,
-                        "gflops": gflops,
-                        "ratio_fp32_peak": gflops / peak32,
-                    }
-                    if variant == "bf16":
-                        row["ratio_bf16_peak"] = gflops / peak16
-                    if variant == "compile":
-                        row["first_call_seconds"] = t_compile
-                    results["runs"].append(row)
-                    extra = (
-                        f"  (/bf16 peak {row['ratio_bf16_peak']:.0%})" if variant == "bf16" else ""
-                    )
-                    if variant == "compile" and name == "fwd":
-                        extra = f"  (compile+first calls {t_compile:.0f} s)"
-                    print(
-                        f"{size:>5} {variant:>8} {name:>7} {flops[name] / 1e9:>7.1f} {t:>8.3f} "
-                        f"{gflops:>8.1f} {gflops / peak32:>10.0%} {cpu / t:>5.2f}{extra}",
-                        flush=True,
-                    )
+                t = time.perf_counter()
+                steps[variant] = make_steps(gen, w, variant)
+                for fn in steps[variant]:  # warm-up; torch.compile compiles here
+                    fn()
+                first_call[variant] = time.perf_counter() - t
             except Exception as e:  # noqa: BLE001 - a variant failing is a result, not a crash
-                print(
-                    f"{size:>5} {variant:>8}  failed: {type(e).__name__}: {str(e).splitlines()[0]}"
-                )
-                results["runs"].append({"size": size, "variant": variant, "error": str(e)})
-            finally:
-                gen.channels_last = None
-                torch._dynamo.reset()
-        del gen
+                errors[variant] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                steps.pop(variant, None)
+        best: dict[tuple[str, str], tuple[float, float]] = {}
+        for _ in range(args.repeats):  # interleaved, so every variant sees the same load
+            measure_peaks()
+            for variant, (f1, f2) in steps.items():
+                for name, fn in (("fwd", f1), ("fwd+bwd", f2)):
+                    run = timed(fn)
+                    if (variant, name) not in best or run < best[(variant, name)]:
+                        best[(variant, name)] = run
+        results["runs"] += [
+            {
+                "size": size,
+                "variant": v,
+                "pass": n,
+                "gflop": flops[n] / 1e9,
+                "seconds": t,
+                "cpu_seconds": c,
+                "first_call_seconds": first_call[v],
+            }
+            for (v, n), (t, c) in best.items()
+        ]
+        results["runs"] += [{"size": size, "variant": v, "error": e} for v, e in errors.items()]
+        del gen, steps
+        torch._dynamo.reset()
 
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    peak32 = max(peaks["fp32_mm"], peaks["fp32_onednn"])
+    peak16 = max(peaks["bf16_mm"], peaks["bf16_onednn"])
+    results.update(matmul_gflops=peaks, peak_fp32_gflops=peak32, peak_bf16_gflops=peak16)
+    print(
+        f"dense matmul 4096^3 (best over the rounds): fp32 torch.mm {peaks['fp32_mm']:.1f}, "
+        f"oneDNN {peaks['fp32_onednn']:.1f} GFLOP/s; bf16 torch.mm {peaks['bf16_mm']:.1f}, "
+        f"oneDNN {peaks['bf16_onednn']:.1f} GFLOP/s; peak = the higher of each"
+    )
+    header = (
+        f"{'size':>5} {'variant':>8} {'pass':>7} {'GFLOP':>7} {'time s':>8} {'GFLOP/s':>8} "
+        f"{'/fp32 peak':>10} {'cpu/wall':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in results["runs"]:
+        if "error" in row:
+            print(f"{row['size']:>5} {row['variant']:>8}  failed: {row['error']}")
+            continue
+        row["gflops"] = row["gflop"] / row["seconds"]
+        row["ratio_fp32_peak"] = row["gflops"] / peak32
+        extra = ""
+        if row["variant"] == "bf16":
+            row["ratio_bf16_peak"] = row["gflops"] / peak16
+            extra = f"  (/bf16 peak {row['ratio_bf16_peak']:.0%})"
+        if row["variant"] == "compile" and row["pass"] == "fwd":
+            extra = f"  (compile + first calls {row['first_call_seconds']:.0f} s)"
+        print(
+            f"{row['size']:>5} {row['variant']:>8} {row['pass']:>7} {row['gflop']:>7.1f} "
+            f"{row['seconds']:>8.3f} {row['gflops']:>8.1f} {row['ratio_fp32_peak']:>10.0%} "
+            f"{row['cpu_seconds'] / row['seconds']:>8.2f}{extra}"
+        )
+    print(
+        f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+        f"(cpu/wall near {threads} = the run had its cores)"
+    )
     main_run = [
         r
         for r in results["runs"]
@@ -210,17 +219,16 @@ def main() -> None:
     ]
     if main_run:
         ratio = main_run[0]["ratio_fp32_peak"]
-        verdict = "met" if ratio >= TARGET else "NOT met"
-        print(
-            f"target: 1024 fwd+bwd (default path) at {ratio:.0%} of fp32 matmul peak "
-            f"(target >= {TARGET:.0%}): {verdict}"
-        )
         results["target_met"] = ratio >= TARGET
+        print(
+            f"target: 1024 fwd+bwd (default fp32 path) at {ratio:.0%} of the fp32 matmul peak "
+            f"(target >= {TARGET:.0%}): {'met' if ratio >= TARGET else 'NOT met'}"
+        )
     for size in args.sizes:
         rows = [r for r in results["runs"] if r.get("size") == size and r.get("pass") == "fwd+bwd"]
         if rows:
-            best = min(rows, key=lambda r: r["seconds"])
-            print(f"fastest fwd+bwd at {size}: {best['variant']} ({best['seconds']:.2f} s)")
+            fastest = min(rows, key=lambda r: r["seconds"])
+            print(f"fastest fwd+bwd at {size}: {fastest['variant']} ({fastest['seconds']:.2f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
