@@ -6,8 +6,8 @@ Measures, for the config-f 256 and 1024 generators at batch 1:
   * FLOPs of both with torch.utils.flop_counter.FlopCounterMode;
   * this machine's dense matmul throughput (fp32 and bf16, 4096^3 GEMM) as the peak;
   * achieved GFLOP/s and the achieved/peak ratio;
-  * the variants: dhr's default path (channels-last activations on CPU), plain NCHW,
-    torch.compile of the default path, and bf16 autocast.
+  * the variants: dhr's default path (channels-last activations and weights on CPU), plain
+    NCHW (activations and weights), torch.compile of the default path, bf16 autocast.
 Target (2-core CPU): forward+backward of the 1024 generator >= 35% of the fp32 matmul peak.
 
     python benchmarks/generator_speed.py [--sizes 256 1024] [--repeats 3] [--variants ...]
@@ -21,6 +21,7 @@ wall time (close to the thread count = the run had its cores; much lower = conte
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -78,6 +79,10 @@ def cpu_name() -> str:
 
 def make_steps(gen: Generator, w: torch.Tensor, variant: str):
     """(forward, forward+backward) closures for one variant."""
+    if variant == "nchw":  # a copy with plain NCHW weights (dhr stores them channels-last)
+        gen = copy.deepcopy(gen)
+        for p in gen.parameters():
+            p.data = p.data.contiguous()
     model: Callable = torch.compile(gen) if variant == "compile" else gen
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16" else nullcontext()
     layout = False if variant == "nchw" else None
