@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from typer._click.globals import get_current_context
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import EXIT_CODE_HELP, DhrError, ExitCode, NotAvailable, UsageError
@@ -995,14 +996,340 @@ def _edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
                 console.print_data(f"  {lst[key]}")
 
 
-@command(app, "bench")
+class _BenchGroup(TyperGroup):
+    """`dhr bench ...` without a subcommand name means `dhr bench run ...` (so
+    `dhr bench --synthetic 24` and `dhr bench photos/*.jpg` work as written)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing and (not args or args[0] not in self.commands):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+bench_app = typer.Typer(
+    cls=_BenchGroup,
+    help="Measure fidelity, editability, speed and memory of each method "
+    "(`dhr bench [IMAGES|--synthetic N]` = `dhr bench run`; `dhr bench merge` combines shards).",
+)
+app.add_typer(bench_app, name="bench")
+
+_BENCH = "Benchmark"
+_REPORT = "Outputs"
+
+
+def _bench_outputs(
+    doc: dict[str, Any],
+    output: Path | None,
+    report: Path | None,
+    grid: int,
+    command_line: str | None,
+) -> None:
+    from . import console
+    from .bench import print_summary, write_results
+
+    s = _settings()
+    if output is not None:
+        console.log.info(f"results: {write_results(doc, output)}")
+    if report is not None:
+        from .report import write_report
+
+        written = write_report(doc, report, command=command_line, grid=grid)
+        console.log.info("report: " + ", ".join(str(p) for p in written.values()))
+    if s.json:
+        console.print_json({k: v for k, v in doc.items() if k != "grid"})
+    else:
+        print_summary(doc)
+    for note in doc.get("notices", []):
+        console.log.warn(note)
+    if doc.get("failed"):
+        from .errors import PartialFailure
+
+        lines = "; ".join(f"{f['id']}: {f['error']}" for f in doc["failed"][:5])
+        raise PartialFailure(
+            f"{len(doc['failed'])} of {len(doc['positions'])} images failed "
+            f"(the others are measured and reported): {lines}"
+        )
+
+
+def _bench_command_line(config: Any, shard: str | None, jobs: int) -> str:
+    """The canonical command that reproduces a run (for the report)."""
+    import shlex
+
+    parts = ["dhr", "bench"]
+    if config.synthetic is not None:
+        parts += ["--synthetic", str(config.synthetic)]
+    else:
+        parts += [shlex.quote(p) for p in config.images]
+    parts += ["--methods", ",".join(config.methods)]
+    if config.pack != ("synthetic" if config.synthetic is not None else "ffhq"):
+        parts += ["--pack", config.pack]
+    if config.seed:
+        parts += ["--seed", str(config.seed)]
+    for k, v in config.overrides().items():
+        parts += [f"--{k.replace('_', '-')}", str(v)]
+    if config.reuse:
+        parts.append("--reuse")
+    if shard:
+        parts += ["--shard", shard]
+    if jobs != 0:
+        parts += ["--jobs", str(jobs)]
+    return " ".join(parts)
+
+
+def _step_opt(name: str, what: str) -> Any:
+    return Annotated[
+        int | None,
+        typer.Option(
+            f"--{name}",
+            min=1,
+            help=f"{what} (default: the published value; the report flags any change).",
+            rich_help_panel=_ENGINE,
+            show_default=False,
+        ),
+    ]
+
+
+@command(bench_app, "run")
 def bench_cmd(
     inputs: Annotated[
-        list[Path] | None, typer.Argument(help="Photos to benchmark on.", show_default=False)
+        list[Path] | None,
+        typer.Argument(help="Photos to benchmark on (or --synthetic N).", show_default=False),
     ] = None,
+    synthetic: Annotated[
+        int | None,
+        typer.Option(
+            "--synthetic",
+            min=1,
+            help="Benchmark on the first N scenes of the synthetic benchmark set (true masks "
+            "and true edits; --seed picks the set).",
+            rich_help_panel=_BENCH,
+            show_default=False,
+        ),
+    ] = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods: encoder, pti, feature, dhr.",
+            rich_help_panel=_BENCH,
+        ),
+    ] = "encoder,pti,feature,dhr",
+    pack: PackOpt = None,
+    reuse: Annotated[
+        bool,
+        typer.Option(
+            "--reuse",
+            help="Keep each method's project file in --projects and reuse it on the next run "
+            "(same photo, method and settings).",
+            rich_help_panel=_BENCH,
+        ),
+    ] = False,
+    projects: Annotated[
+        Path | None,
+        typer.Option(
+            "--projects",
+            help="Folder of the project files of --reuse (default dhr-bench/projects).",
+            rich_help_panel=_BENCH,
+            show_default=False,
+        ),
+    ] = None,
+    shard: ShardOpt = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=0,
+            help="Worker processes (0 = automatic: one per core for single-threaded packs).",
+            rich_help_panel=_BATCH,
+        ),
+    ] = 0,
+    identity: Annotated[
+        bool,
+        typer.Option(
+            "--identity/--no-identity",
+            help="Identity similarity (ArcFace IR-SE50; skipped with a notice when its weights "
+            "are not available).",
+            rich_help_panel=_BENCH,
+        ),
+    ] = True,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the results JSON here (with grid thumbnails: what `dhr bench merge` "
+            "reads).",
+            rich_help_panel=_REPORT,
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Folder for report.md, chart.png, grid.png and results.json (default "
+            "dhr-bench; shards write none unless given).",
+            rich_help_panel=_REPORT,
+            show_default=False,
+        ),
+    ] = None,
+    no_report: Annotated[
+        bool,
+        typer.Option("--no-report", help="Write no report folder.", rich_help_panel=_REPORT),
+    ] = False,
+    grid: Annotated[
+        int,
+        typer.Option(
+            "--grid",
+            min=0,
+            help="Images in the comparison grid (the first K).",
+            rich_help_panel=_REPORT,
+        ),
+    ] = 6,
+    grid_edit: Annotated[
+        str,
+        typer.Option(
+            "--grid-edit",
+            help="The edit shown in the grid: NAME=STRENGTH.",
+            rich_help_panel=_REPORT,
+        ),
+    ] = "smile=2",
+    steps: _step_opt("steps", "Refinement steps (PTI: tuning steps)") = None,
+    coarse_steps: _step_opt("coarse-steps", "Coarse-inversion steps of the segmentation") = None,
+    pivot_steps: _step_opt("pivot-steps", "PTI pivot projection steps") = None,
+    weight_steps: _step_opt("weight-steps", "DHR steps that update the generator weights") = None,
 ) -> None:
-    """Measure fidelity, editability, speed and memory of each method."""
-    _not_available("bench", "the benchmark")
+    """Invert every image with every method and report fidelity (MSE, LPIPS-Alex at 256 px and
+    at full size, PSNR, identity), time per stage, peak memory and, on the synthetic set,
+    segmentation IoU and edit error against the true edited images, per stratum.
+
+    Outputs: a table (or --json); report.md, chart.png, grid.png, results.json in --report.
+    Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
+    """
+    from .bench import BenchConfig, run_bench
+    from .errors import InputMissing
+    from .method.edit import parse_named
+    from .packs import check_pack_name
+    from .pipeline import parse_shard
+    from .runtime import seed_everything
+
+    s = _settings()
+    shard_kn = parse_shard(shard)
+    inputs = list(inputs or [])
+    if synthetic is not None and inputs:
+        raise UsageError("give photos or --synthetic N, not both")
+    if synthetic is None and not inputs:
+        raise UsageError(
+            "give photos to benchmark on, or --synthetic N",
+            hint="dhr bench --synthetic 24  (or: dhr bench photos/*.jpg)",
+        )
+    missing = [p for p in inputs if not p.is_file()]
+    if missing:
+        raise InputMissing(
+            f"not found: {', '.join(map(str, missing[:5]))}"
+            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        )
+    if report is not None and no_report:
+        raise UsageError("--report and --no-report contradict each other")
+    name, strength = parse_named(grid_edit)
+    config = BenchConfig(
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        pack=check_pack_name(
+            pack or ("synthetic" if synthetic is not None else _pack_for(None, inputs))
+        ),
+        synthetic=synthetic,
+        images=tuple(str(p) for p in inputs),
+        seed=s.seed,
+        grid=grid,
+        grid_edit=(name, strength),
+        reuse=reuse,
+        projects=str(projects) if projects is not None else None,
+        identity=identity,
+        steps=steps,
+        coarse_steps=coarse_steps,
+        pivot_steps=pivot_steps,
+        weight_steps=weight_steps,
+        device=_device_str(),
+        models_dir=str(s.models_dir) if s.models_dir else None,
+        offline=s.offline or None,
+    )
+    if report is None and not no_report and shard_kn is None:
+        from .bench import DEFAULT_DIR
+
+        report = DEFAULT_DIR
+    seed_everything(s.seed)
+    doc = run_bench(config, shard=shard_kn, jobs=jobs, show_progress=not s.quiet)
+    _bench_outputs(doc, output, report, grid, _bench_command_line(config, shard, jobs))
+
+
+@command(bench_app, "merge")
+def bench_merge_cmd(
+    parts: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Results files of the shards (`dhr bench --shard K/N -o FILE`).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the merged results JSON here.",
+            rich_help_panel=_REPORT,
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Folder for report.md, chart.png, grid.png and results.json.",
+            rich_help_panel=_REPORT,
+            show_default=False,
+        ),
+    ] = None,
+    grid: Annotated[
+        int,
+        typer.Option(
+            "--grid",
+            min=0,
+            help="Images in the comparison grid (the first K).",
+            rich_help_panel=_REPORT,
+        ),
+    ] = 6,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="Merge even when some images are in no part (the report says so).",
+            rich_help_panel=_BATCH,
+        ),
+    ] = False,
+) -> None:
+    """Combine the results of `dhr bench --shard K/N -o FILE` runs into the results of one
+    whole run: the same per-image records, aggregates recomputed from them."""
+    from . import console
+    from .bench import load_results, merge_results
+
+    if not parts:
+        raise UsageError(
+            "give the results files to merge", hint="dhr bench merge part-*.json -o all.json"
+        )
+    if output is None and report is None and not _settings().json:
+        raise UsageError(
+            "say where the merged results go: -o FILE, --report DIR or --json",
+            hint="dhr bench merge part-*.json -o all.json --report dhr-bench",
+        )
+    docs = [load_results(p) for p in parts]
+    doc = merge_results(docs, require_complete=not partial)
+    if not doc["complete"]:
+        console.log.warn(
+            f"incomplete: {len(doc['positions'])} of {len(doc['items'])} images are measured"
+        )
+    _bench_outputs(doc, output, report, grid, None)
 
 
 @command(app, "demo")
