@@ -771,6 +771,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
         key = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(_flatten(v, key + "."))
+        elif v is None:
+            out[key] = float("nan")  # not measured: kept as a key, aggregated to None
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[key] = float(v)
     return out
@@ -789,7 +791,7 @@ def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over images of every numeric field (maxima for peak memory), nested as the
-    records are, plus "n" (images) and "reused" (how many came from project files)."""
+    records are, plus "n" (images) and "runtime.reused" (how many came from project files)."""
     flats = [_flatten(e) for e in entries]
     keys: list[str] = []
     for f in flats:
@@ -805,7 +807,10 @@ def _stats(entries: list[dict[str, Any]]) -> dict[str, Any]:
             agg[k] = math.fsum(vals) / len(vals)
     out = _unflatten(agg)
     out["n"] = len(entries)
-    out["reused"] = sum(1 for e in entries if (e.get("runtime") or {}).get("reused"))
+    if any("runtime" in e for e in entries):
+        out.setdefault("runtime", {})["reused"] = sum(
+            1 for e in entries if (e.get("runtime") or {}).get("reused")
+        )
     return out
 
 
@@ -825,7 +830,6 @@ def aggregate(records: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict
         refs = [r["reference"] for r in rs if r.get("reference")]
         if refs:
             out_ref = _stats(refs)
-            out_ref.pop("reused", None)
             return {"methods": out, "reference": out_ref}
         return {"methods": out}
 

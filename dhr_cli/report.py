@@ -466,7 +466,7 @@ def _speed_table(group: dict[str, Any]) -> str:
                 _fmt(other, 2),
                 _fmt(rt.get("peak_rss_mb"), 0),
                 _fmt(rt.get("cuda_peak_mb"), 0),
-                str(s.get("reused", 0)),
+                str(rt.get("reused", 0)),
             ]
         )
     return _table(header, rows)

@@ -1,0 +1,170 @@
+"""`dhr bench` and `dhr bench merge` as a user runs them (bundled synthetic pack, a few
+steps): outputs, shards merged into the whole run, photos, and the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dhr_cli.bench import comparable, load_results
+from dhr_cli.cli import main
+
+FAST = ["--steps", "2", "--coarse-steps", "2", "--pivot-steps", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        ([], 2, "give photos to benchmark on, or --synthetic N"),
+        (["--synthetic", "2", "x.png"], 2, "not both"),
+        (["--synthetic", "0"], 2, "--synthetic"),
+        (["--synthetic", "2", "--methods", "dhr,hfgi"], 2, "unknown method(s): hfgi"),
+        (["--synthetic", "2", "--shard", "3/2"], 2, "--shard"),
+        (["--synthetic", "2", "--grid-edit", "smile"], 2, "smile"),
+        (["--synthetic", "2", "--report", "r", "--no-report"], 2, "contradict"),
+        (["--pack", "nope", "--synthetic", "2"], 2, "unknown pack"),
+        (["missing.png"], 3, "not found: missing.png"),
+        (["merge"], 2, "give the results files"),
+        (["merge", "missing.json", "-o", "all.json"], 3, "results file not found"),
+        (["merge", "a.json"], 2, "-o FILE, --report DIR or --json"),
+    ],
+)
+def test_usage_errors(args, code, message, capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text("{}")
+    assert main(["bench", *args]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_merge_refuses_other_json(tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "dhr-synthetic-bench"}))
+    assert main(["bench", "merge", str(other), "-o", str(tmp_path / "all.json")]) == 4
+    assert "not a dhr bench results file" in capsys.readouterr().err
+
+
+def test_ffhq_offline_fails_fast(tmp_path: Path, capsys) -> None:
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    assert main(["bench", str(photo), "--offline", "--no-report", "-j", "1"]) == 5
+    err = capsys.readouterr().err
+    assert "not available" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_shards_then_merge_equal_the_whole_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = [
+        "bench",
+        "--synthetic",
+        "3",
+        "--methods",
+        "encoder,dhr",
+        *FAST,
+        "-j",
+        "1",
+        "--grid",
+        "2",
+    ]
+    # a whole run: the default report folder, the table on stdout
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "all images: fidelity" in out and "Paper ordering on the occluded stratum" in out
+    folder = tmp_path / "dhr-bench"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "chart.png",
+        "grid.png",
+        "report.md",
+        "results.json",
+    ]
+    assert (
+        "dhr bench --synthetic 3 --methods encoder,dhr --steps 2"
+        in (folder / "report.md").read_text()
+    )
+    whole = load_results(folder / "results.json")
+
+    # two shards (no report of their own), then merge
+    for k in (1, 2):
+        assert main([*base, "--shard", f"{k}/2", "-o", f"part{k}.json"]) == 0
+    assert not (tmp_path / "dhr-bench" / "part1.json").exists()
+    capsys.readouterr()
+    code = main(
+        ["bench", "merge", "part1.json", "part2.json", "-o", "all.json", "--report", "merged"]
+    )
+    assert code == 0
+    merged = load_results(tmp_path / "all.json")
+    assert merged["complete"] and comparable(merged) == comparable(whole)
+    assert (tmp_path / "merged" / "grid.png").is_file()
+    assert Image.open(tmp_path / "merged" / "grid.png").size == Image.open(folder / "grid.png").size
+
+    # a missing shard: refused unless --partial
+    assert main(["bench", "merge", "part1.json", "-o", "p.json"]) == 4
+    assert "cover 2 of 3" in capsys.readouterr().err
+    assert main(["bench", "merge", "part1.json", "--partial", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert not doc["complete"] and "grid" not in doc
+
+
+def test_photos_and_partial_failure(tmp_path: Path, capsys) -> None:
+    """Photos with the synthetic pack; an unusable photo is reported and the others measured
+    (exit code 7 after the outputs are written)."""
+    from dhr_cli.synthetic.benchset import make_sample
+
+    good = tmp_path / "good.png"
+    Image.fromarray(make_sample(0, "occluded", 7).image).save(good)
+    bad = tmp_path / "wide.png"
+    Image.fromarray(np.zeros((64, 80, 3), np.uint8)).save(bad)
+    report = tmp_path / "rep"
+    args = ["bench", str(good), str(bad), "--pack", "synthetic", "--methods", "encoder"]
+    code = main([*args, "-j", "1", "--report", str(report), "--json"])
+    assert code == 7
+    captured = capsys.readouterr()
+    assert "1 of 2 images failed" in captured.err and "wide.png" in captured.err
+    doc = json.loads(captured.out)
+    assert [r["id"] for r in doc["records"]] == ["good.png"]
+    assert doc["failed"][0]["id"] == "wide.png" and doc["failed"][0]["exit_code"] == 4
+    assert (report / "report.md").is_file()
+    assert "1 image(s) failed" in (report / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_subprocess_parallel_workers_match_one_process(tmp_path: Path, capsys) -> None:
+    """`dhr bench` as a user runs it, with two worker processes: the same numbers as one
+    process, progress on stderr, JSON on stdout."""
+    args = ["--synthetic", "2", "--methods", "encoder,dhr", *FAST, "--no-report", "--json"]
+    r = subprocess.run(
+        [sys.executable, "-m", "dhr_cli", "bench", *args, "-j", "2"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env={**os.environ, "DHR_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "[2/2]" in r.stderr and "ETA" in r.stderr
+    parallel = json.loads(r.stdout)
+    assert [run["label"] for run in parallel["runs"]] == ["worker 1/2", "worker 2/2"]
+    assert not (tmp_path / "dhr-bench").exists()
+    capsys.readouterr()
+    assert main(["bench", *args, "-j", "1"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert len(single["runs"]) == 1
+    assert comparable(parallel) == comparable(single)
