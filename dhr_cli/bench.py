@@ -590,6 +590,7 @@ class Bench:
         if c.reuse:
             photo = self._photo_file(item, sample)
             project = self._reusable(self._project_path(item, method), photo, method)
+        seg_parts = None
         if project is not None:
             reused = True
             recon_t = render_stored(pack.generator, project)
@@ -605,6 +606,8 @@ class Bench:
             wall = dict(r.times)
             wall["total"] = time.perf_counter() - t0
             recon_t, mask = r.recon, r.mask
+            if r.segmentation is not None:
+                seg_parts = r.segmentation
             project = _project_of(r, pack.name)
             if c.reuse:
                 built = engine.build_project(photo, r)
@@ -631,6 +634,12 @@ class Bench:
             seg: dict[str, Any] = {"pred_ood_fraction": float(pred_ood.mean())}
             if true_ood is not None:
                 seg["iou"] = iou(pred_ood, true_ood)
+                if seg_parts is not None:  # each half of m = m_p x m_s on its own
+                    for key, part in (
+                        ("iou_superpixels", seg_parts.superpixel_mask),
+                        ("iou_parsing", seg_parts.parsing_mask),
+                    ):
+                        seg[key] = iou(part[0, 0].cpu().numpy() < 0.5, true_ood)
             out["segmentation"] = seg
         thumbs: dict[str, str] = {}
         grid_item = item.position < c.grid

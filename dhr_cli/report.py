@@ -490,13 +490,23 @@ def _segmentation_table(doc: dict[str, Any]) -> str | None:
                 name,
                 str(s.get("n", 0)),
                 _fmt(seg.get("iou"), 3),
+                _fmt(seg.get("iou_superpixels"), 3),
+                _fmt(seg.get("iou_parsing"), 3),
                 _fmt(seg.get("pred_ood_fraction"), 3),
                 _fmt(sum(true) / len(true), 3) if true else "-",
             ]
         )
     if not rows:
         return None
-    header = ["images", "n", "IoU", "predicted out-of-domain fraction", "true fraction"]
+    header = [
+        "images",
+        "n",
+        "IoU",
+        "IoU superpixels only (m_s)",
+        "IoU parsing only (m_p)",
+        "predicted out-of-domain fraction",
+        "true fraction",
+    ]
     return _table(header, rows)
 
 
@@ -591,7 +601,7 @@ def markdown(doc: dict[str, Any], *, command: str | None = None, images: dict[st
             seg,
             "",
             "IoU of the predicted out-of-domain pixels (mask < 0.5) with the true out-of-domain "
-            "mask. The clean stratum has no true out-of-domain pixels, so its IoU is 1 only "
+            "mask; m = m_p x m_s, and each factor on its own for reference. The clean stratum has no true out-of-domain pixels, so its IoU is 1 only "
             "when nothing is predicted out-of-domain (its predicted fraction is the false-alarm "
             "rate).",
             "",
