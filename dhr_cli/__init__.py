@@ -5,6 +5,7 @@ Python API is re-exported lazily:
 
     import dhr_cli
     G = dhr_cli.load_generator("stylegan2-ffhq-config-f.pt")
+    engine = dhr_cli.Engine(dhr_cli.load_pack("synthetic"), dhr_cli.EngineOptions(method="dhr"))
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "load_generator": ".nets.checkpoints",
     "load_encoder": ".nets.checkpoints",
+    "load_pack": ".packs",
+    "Engine": ".pipeline",
+    "EngineOptions": ".pipeline",
+    "invert_photo": ".pipeline",
+    "mask_photo": ".pipeline",
+    "EditRequest": ".method.edit",
+    "EditSession": ".method.edit",
+    "Project": ".project",
+    "run_demo": ".demo",
 }
 
 

@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -1063,11 +1063,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
     ap.add_argument("--direction-method", default="conditional")
     ap.add_argument("--fresh", action="store_true", help="discard the work folder first")
+    ap.add_argument(
+        "--steps",
+        default="",
+        help="override step counts of the budget plan, e.g. generator=5500,encoder=1200",
+    )
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormal gradients can slow CPU kernels many times over
     plan = Plan.from_budget(args.budget_minutes, args.seed)
+    if args.steps:
+        # a shorter schedule than the budget's (resuming keeps the steps already done)
+        overrides = dict(item.split("=") for item in args.steps.split(","))
+        plan = replace(plan, **{f"{k}_steps": int(v) for k, v in overrides.items()})
     work: Path = args.work
     if args.fresh and work.exists():
         shutil.rmtree(work)

@@ -1,0 +1,165 @@
+"""The shipped synthetic pack: manifest, hashes, shapes, a forward pass, determinism (no training)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dhr_cli.synthetic import classes as C
+from dhr_cli.synthetic import measure as M
+from dhr_cli.synthetic import render as R
+
+EXPECTED_FILES = {
+    "generator.safetensors",
+    "encoder.safetensors",
+    "directions.safetensors",
+    "parser.safetensors",
+    "probe.safetensors",
+}
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((M.PACK_DIR / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def pack() -> M.SyntheticPack:
+    torch.manual_seed(0)
+    return M.load_pack()
+
+
+def test_manifest_lists_every_file_with_matching_hash_and_size(manifest):
+    assert manifest["pack"] == "synthetic"
+    assert set(manifest["files"]) == EXPECTED_FILES
+    total = 0
+    for name, info in manifest["files"].items():
+        data = (M.PACK_DIR / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"], name
+        assert len(data) == info["size"], name
+        assert info["licence"] == "MIT (dhr project)"
+        assert info["role"] and info["name"].startswith("synthetic-")
+        total += len(data)
+    assert total <= 20 * 1024 * 1024
+
+
+def test_manifest_records_training_and_metrics(manifest):
+    training = manifest["training"]
+    assert training["command"].startswith("python -m dhr_cli.synthetic.train")
+    assert isinstance(training["seed"], int)
+    for stage in ("data", "generator", "probe", "encoder", "parser"):
+        assert training["stages"][stage]["wall_s"] > 0
+        assert training["stages"][stage]["cpu_s"] > 0
+    assert manifest["latent"]["style_dim"] == 64
+    assert {"smile", "age"} <= set(manifest["directions"])
+    for d in manifest["directions"].values():
+        assert 0 < d["r2"] <= 1
+    m = manifest["metrics"]
+    assert {"generator", "encoder", "directions"} <= set(m)
+
+
+def test_hub_registers_the_bundled_files(manifest):
+    from dhr_cli import hub
+
+    reg = hub.registry()
+    for name, info in manifest["files"].items():
+        entry = reg[info["name"]]
+        assert entry.bundled == M.PACK_DIR / name
+        assert entry.sha256 == info["sha256"]
+
+
+def test_latent_convention_round_trip():
+    z27 = R.sample_z(np.random.default_rng(3), 5)
+    z = M.domain_z(z27)
+    assert z.shape == (5, 64)
+    np.testing.assert_allclose(M.renderer_z(z), z27, atol=1e-12)
+    u = M.pixel_norm(np.random.default_rng(4).standard_normal((2, 64)))
+    np.testing.assert_allclose((u**2).sum(1), 64.0)
+
+
+def test_generator_shapes_and_determinism(pack):
+    g = pack.generator
+    assert (g.size, g.n_latent, g.style_dim) == (64, 10, 64)
+    z = torch.as_tensor(M.eval_latents(2, 7), dtype=torch.float32)
+    with torch.no_grad():
+        a = g(g.mapping(z))
+        b = g(g.mapping(z), randomize_noise=True)  # noise strengths are 0
+    assert a.shape == (2, 3, 64, 64)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        w = g.mapping(torch.randn(4000, 64, generator=torch.Generator().manual_seed(0)))
+    # latent_avg is the mean w: within a few standard errors of this sample's mean
+    err = (g.latent_avg - w.mean(0)).abs() / (w.std(0) / 4000**0.5)
+    assert float(err.max()) < 6
+
+
+def test_generator_reproduces_renders(pack):
+    z = M.eval_latents(6, 11)
+    target = M.render_images(M.renderer_z(z))
+    out = M.synthesize(pack.generator, z).clamp(-1, 1)
+    assert float((out - target).pow(2).mean()) < 0.02
+
+
+def test_encoder_round_trip(pack):
+    z = M.eval_latents(4, 12)
+    x = M.render_images(M.renderer_z(z))
+    with torch.no_grad():
+        wp = pack.encoder(x)
+        out = pack.generator(wp).clamp(-1, 1)
+    assert wp.shape == (4, 10, 64)
+    assert float((out - x).pow(2).mean()) < 0.02
+
+
+def test_directions_shapes_and_smile_edit(pack):
+    assert {"smile", "age"} <= set(pack.directions)
+    for d in pack.directions.values():
+        assert d.shape == (1, 64) and torch.isfinite(d).all()
+    g, probe = pack.generator, pack.probe
+    z = torch.as_tensor(M.eval_latents(4, 13), dtype=torch.float32)
+    k = R.ATTRIBUTE_INDEX["smile"]
+    with torch.no_grad():
+        w = g.mapping(z)
+        lo = probe(g(w - pack.direction("smile")))[:, k]
+        hi = probe(g(w + pack.direction("smile")))[:, k]
+    assert float((hi - lo).mean()) > 1.0  # +-1 std-unit apart, measured
+
+
+def test_parser_on_a_render(pack):
+    face = R.render(R.sample_z(np.random.default_rng(5)))
+    x = R.to_tensor(face.image)
+    with torch.no_grad():
+        probs = pack.parser.probabilities(x)
+    assert probs.shape == (1, C.NUM_CLASSES, 64, 64)
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 64, 64))
+    assert pack.parser.class_names == C.CLASS_NAMES
+    acc = (probs.argmax(1)[0].numpy() == face.classes).mean()
+    assert acc > 0.85
+
+
+def test_probe_reads_renders(pack):
+    z27 = R.sample_z(np.random.default_rng(6), 16)
+    x = M.render_images(z27)
+    pred = M.probe_attributes(pack.probe, x)
+    assert pred.shape == (16, 27)
+    for name in ("smile", "age", "skin_tone", "hair_dark"):
+        k = R.ATTRIBUTE_INDEX[name]
+        assert np.corrcoef(pred[:, k], z27[:, k])[0, 1] > 0.8, name
+
+
+def test_small_parser_api_with_random_weights():
+    from dhr_cli.nets.parsing import SmallParser, in_domain_mask
+
+    torch.manual_seed(0)
+    p = SmallParser(C.NUM_CLASSES, width=8, class_names=C.CLASS_NAMES).eval()
+    with torch.no_grad():
+        probs = p.probabilities(torch.zeros(2, 3, 48, 80))
+    assert probs.shape == (2, C.NUM_CLASSES, 48, 80)
+    m = in_domain_mask(probs, ("hat", "texture"), class_names=p.class_names)
+    assert m.shape == (2, 1, 48, 80)
+    with pytest.raises(ValueError):
+        SmallParser(3, class_names=("a", "b"))
