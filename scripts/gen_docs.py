@@ -89,6 +89,12 @@ DEFAULT_FILES = """\
 """
 
 DEFAULT_EXAMPLES = """\
+Try the whole chain offline on the bundled synthetic face domain (writes `dhr-demo/demo.png`):
+
+```
+dhr demo
+```
+
 Invert a photo (writes `portrait.jpg.dhr` and `portrait.recon.jpg`), look at the mask, then edit:
 
 ```
