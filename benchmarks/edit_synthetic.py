@@ -41,7 +41,6 @@ from dhr_cli.faces import identity_alignment
 from dhr_cli.method.edit import DirectionLibrary, EditRequest, apply_edits, render_edit
 from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
 from dhr_cli.pipeline import Engine, EngineOptions, from_uint8, to_uint8
-from dhr_cli.project import Project
 from dhr_cli.synthetic.benchset import make_benchset
 
 METHODS = ("dhr", "pti", "feature", "encoder")
@@ -59,20 +58,6 @@ def grey_change(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
     if not m.any():
         return float("nan")
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64))[m].mean())
-
-
-def as_project(result, pack_name: str) -> Project:
-    """What `dhr invert` stores for a face (in memory): W+, mask, feature, weight delta and
-    how to render them."""
-    ref = result.refinement
-    p = Project(pack=pack_name)
-    p.wplus = ref.wplus.detach().to("cpu", torch.float32)
-    if result.mask is not None:
-        p.mask = result.mask
-    p.feature = None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
-    p.deltas = ref.deltas
-    p.params["invert"] = ref.render_params()
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             r = Engine(pack, EngineOptions(method=m, seed=0)).invert_face(aligned)
             invert_s = time.perf_counter() - t0
-            project = as_project(r, pack.name)
+            project = r.to_project(pack.name)
             w = project.wplus
             recon = to_uint8(render_edit(pack.generator, project, w))
             for d in deltas:

@@ -608,7 +608,7 @@ class Bench:
             recon_t, mask = r.recon, r.mask
             if r.segmentation is not None:
                 seg_parts = r.segmentation
-            project = _project_of(r, pack.name)
+            project = r.to_project(pack.name)
             if c.reuse:
                 built = engine.build_project(photo, r)
                 _save_project(built, self._project_path(item, method))
@@ -665,24 +665,6 @@ class Bench:
             "cuda_peak_mb": cuda_peak,
         }
         return out, thumbs
-
-
-def _project_of(result: Any, pack_name: str) -> Any:
-    """What `dhr invert` stores for a face (in memory): W+, mask, feature, weight delta and
-    how to render them."""
-    import torch
-
-    from .project import Project
-
-    ref = result.refinement
-    p = Project(pack=pack_name)
-    p.wplus = ref.wplus.detach().to("cpu", torch.float32)
-    if result.mask is not None:
-        p.mask = result.mask
-    p.feature = None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
-    p.deltas = ref.deltas
-    p.params["invert"] = ref.render_params()
-    return p
 
 
 def _save_project(project: Any, path: Path) -> None:

@@ -330,6 +330,26 @@ FastOpt = Annotated[
         "--fast", help="Faster face detector (RetinaFace MobileNet).", rich_help_panel=_FACES
     ),
 ]
+BlendRadiusOpt = Annotated[
+    float,
+    typer.Option(
+        "--blend-radius",
+        min=0.0,
+        help="Feather width of the paste-back (px of a 1024 crop).",
+        rich_help_panel=_FACES,
+    ),
+]
+QualityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--quality",
+        min=1,
+        max=100,
+        help="JPEG/WebP quality (default: the photo's).",
+        rich_help_panel=_FACES,
+        show_default=False,
+    ),
+]
 
 
 def _device_str() -> str:
@@ -483,15 +503,7 @@ def invert_cmd(
     min_face: MinFaceOpt = 48.0,
     detector: DetectorOpt = "retinaface",
     fast: FastOpt = False,
-    blend_radius: Annotated[
-        float,
-        typer.Option(
-            "--blend-radius",
-            min=0.0,
-            help="Feather width of the paste-back (px of a 1024 crop).",
-            rich_help_panel=_FACES,
-        ),
-    ] = 32.0,
+    blend_radius: BlendRadiusOpt = 32.0,
     no_paste: Annotated[
         bool,
         typer.Option(
@@ -509,17 +521,7 @@ def invert_cmd(
             show_default=False,
         ),
     ] = None,
-    quality: Annotated[
-        int | None,
-        typer.Option(
-            "--quality",
-            min=1,
-            max=100,
-            help="JPEG/WebP quality (default: the photo's).",
-            rich_help_panel=_FACES,
-            show_default=False,
-        ),
-    ] = None,
+    quality: QualityOpt = None,
 ) -> None:
     """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction.
 
@@ -810,15 +812,7 @@ def edit_cmd(
     ] = None,
     skip_existing: SkipOpt = False,
     shard: ShardOpt = None,
-    blend_radius: Annotated[
-        float,
-        typer.Option(
-            "--blend-radius",
-            min=0.0,
-            help="Feather width of the paste-back (px of a 1024 crop).",
-            rich_help_panel=_FACES,
-        ),
-    ] = 32.0,
+    blend_radius: BlendRadiusOpt = 32.0,
     no_paste: Annotated[
         bool,
         typer.Option(
@@ -836,17 +830,7 @@ def edit_cmd(
             show_default=False,
         ),
     ] = None,
-    quality: Annotated[
-        int | None,
-        typer.Option(
-            "--quality",
-            min=1,
-            max=100,
-            help="JPEG/WebP quality (default: the photo's).",
-            rich_help_panel=_FACES,
-            show_default=False,
-        ),
-    ] = None,
+    quality: QualityOpt = None,
 ) -> None:
     """Apply semantic edits (smile, age, pose, ...) to an inverted photo and paste the face back.
 

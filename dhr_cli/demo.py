@@ -63,18 +63,21 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns what was written and the measured errors."""
-    from .errors import OutputError
     from .faces import load_image, save_image
     from .method.edit import EditRequest, EditSession
     from .packs import apply_cpu_threads, load_pack
-    from .pipeline import Engine, EngineOptions, invert_photo, mask_overlay, mask_photo
+    from .pipeline import (
+        Engine,
+        EngineOptions,
+        ensure_folder,
+        invert_photo,
+        mask_overlay,
+        mask_photo,
+    )
     from .synthetic.benchset import make_sample
 
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out_dir}: {e.strerror or e}") from e
+    ensure_folder(out_dir / "face.png")
 
     # 1. the photo, with its ground truth (true out-of-domain mask, true smile edit)
     sample = make_sample(

@@ -173,6 +173,23 @@ class FaceResult:
     metrics: dict[str, float]
     mask_source: str | None = None  # "computed", "stored", "imported"
 
+    def to_project(self, pack_name: str) -> Project:
+        """What `dhr invert` stores for this face, in memory (W+, mask, feature, weight delta
+        and how to render them; no alignment or history): what `dhr bench` edits."""
+        import torch
+
+        from .project import Project
+
+        ref = self.refinement
+        p = Project(pack=pack_name)
+        p.wplus = ref.wplus.detach().to("cpu", torch.float32)
+        if self.mask is not None:
+            p.mask = self.mask
+        p.feature = None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
+        p.deltas = ref.deltas
+        p.params["invert"] = ref.render_params()
+        return p
+
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8 (round half away, clamp)."""
@@ -630,7 +647,8 @@ def recon_extension(photo: Photo, fmt: str | None) -> str:
     return SAVE_FORMATS[chosen]
 
 
-def _ensure_folder(path: Path) -> None:
+def ensure_folder(path: Path) -> None:
+    """Create the folder a file will be written into (OutputError when impossible)."""
     from .errors import OutputError
 
     try:
@@ -665,7 +683,7 @@ def _write_images(
 
     f = engine.options.faces
     written: dict[str, str] = {}
-    _ensure_folder(outs.recon)
+    ensure_folder(outs.recon)
     crops = [to_uint8(r.recon) for r in results]
     if not f.paste:
         image = crops[0]
@@ -744,7 +762,7 @@ def invert_photo(
         mask, source = _stored_mask(base, engine)
         r = engine.invert_face(aligned, mask=mask, mask_source=source, progress=progress)
         project = engine.build_project(photo_path, r, base)
-        _ensure_folder(o.project)
+        ensure_folder(o.project)
         project.save(o.project)
         results.append(r)
         records.append(
@@ -878,9 +896,9 @@ def mask_photo(
     project.models = {**project.models, **engine.pack.models_used}
     project.mask = mask.detach().to("cpu", torch.float32)
     project.record_step("mask", params)
-    _ensure_folder(outs.project)
+    ensure_folder(outs.project)
     project.save(outs.project)
-    _ensure_folder(outs.overlay)
+    ensure_folder(outs.overlay)
     save_image(outs.overlay, mask_overlay(to_uint8(crop), project.mask[0, 0].numpy()), format="PNG")
     out = {
         "input": str(target),

@@ -18,6 +18,18 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The 64-px nets run fastest on one intra-op thread (the synthetic pack's cpu_threads);
+    restored afterwards so other tests see torch's default."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dhr_cli.bench import comparable, load_results
@@ -20,12 +19,7 @@ from dhr_cli.cli import main
 FAST = ["--steps", "2", "--coarse-steps", "2", "--pivot-steps", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

@@ -50,13 +50,7 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The 64-px nets run fastest on one intra-op thread (the synthetic pack's cpu_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_parse_shard_and_split() -> None:

@@ -1004,7 +1004,7 @@ class EditSession:
         import torch
 
         from ..faces import SAVE_FORMATS, load_image, output_format, save_image
-        from ..pipeline import recon_extension, to_uint8
+        from ..pipeline import ensure_folder, recon_extension, to_uint8
 
         if self.request.empty:
             raise UsageError("nothing to edit", hint="e.g. --smile 1.5 (see `dhr edit --list`)")
@@ -1077,7 +1077,7 @@ class EditSession:
 
         like = photo if self.paste else None
         for path in wanted:
-            _ensure_folder(path)
+            ensure_folder(path)
         written: list[str] = []
         if strip_path is not None:
             save_image(
@@ -1140,12 +1140,3 @@ def _edit_name(e: Edit) -> str:
     if isinstance(e, LinearEdit):
         return e.direction.name
     return e.preset or f"ganspace{e.component}"
-
-
-def _ensure_folder(path: Path) -> None:
-    from ..errors import OutputError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create folder {path.parent}: {e.strerror or e}") from e

@@ -17,12 +17,5 @@ def rpack():
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """These 64-px nets run fastest on one intra-op thread (the synthetic pack's cpu_threads);
-    restored afterwards so other tests see torch's default."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every engine test runs on one intra-op thread (tests/conftest.py: one_thread)."""
