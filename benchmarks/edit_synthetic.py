@@ -6,7 +6,9 @@ does), the result is stored the way the project file stores it, and the smile ed
 benchmark delta d (the set's true edits: the scene re-rendered with smile + d std-units and the
 same occluders composited on top, `sample.edit("smile", d)`) is rendered exactly as
 `dhr edit --smile d` renders it (`dhr_cli.method.edit`: the pack's smile direction, strength 1 =
-+1 std-unit, through the tuned generator with the stored feature and mask).
++1 std-unit, through the tuned generator with the stored feature and mask, and for DHR with
+the out-of-domain pixels held, `--keep-ood`, the default). DHR is also reported as "dhr-eq4":
+the same projects rendered with the paper's Eq. 4 alone (`--no-keep-ood`).
 
 Reported per method, averaged over scenes and deltas:
   mse_in / mse_out  MSE (images in [-1, 1]) of the edited image vs the true edited image,
@@ -45,6 +47,7 @@ from dhr_cli.synthetic.benchset import make_benchset
 
 METHODS = ("dhr", "pti", "feature", "encoder")
 ATTRIBUTE = "smile"
+EQ4_ONLY = "dhr-eq4"  # DHR rendered without holding the out-of-domain pixels (--no-keep-ood)
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, m: np.ndarray) -> float:
@@ -96,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows: dict[str, list[dict]] = {m: [] for m in methods}
+    if "dhr" in methods:
+        rows[EQ4_ONLY] = []
     refs: list[dict] = []
     t_all = time.perf_counter()
     for s in scenes:
@@ -118,35 +123,40 @@ def main(argv: list[str] | None = None) -> int:
             invert_s = time.perf_counter() - t0
             project = r.to_project(pack.name)
             w = project.wplus
-            recon = to_uint8(render_edit(pack.generator, project, w))
-            for d in deltas:
-                truth = s.edit(ATTRIBUTE, d)
-                edits = lib.resolve(EditRequest(named=[(ATTRIBUTE, d)]))
-                img = render_edit(pack.generator, project, apply_edits(w, edits))
-                out = to_uint8(img)
-                truth_t = from_uint8(truth.image)
-                edited_t = from_uint8(out)
-                row = {
-                    "scene": s.id,
-                    "delta": d,
-                    "mse_in": masked_mse(edited_t, truth_t, ~truth.ood_mask),
-                    "mse_out": masked_mse(edited_t, truth_t, truth.ood_mask),
-                    "mse": float(((edited_t - truth_t) ** 2).mean()),
-                    # occluder pixels that are out-of-domain before and after the true edit
-                    "ood_change": grey_change(recon, out, truth.ood_mask & s.ood_mask),
-                    "in_change": grey_change(recon, out, ~truth.ood_mask),
-                    "invert_s": invert_s,
-                }
-                rows[m].append(row)
-            last = rows[m][-len(deltas) :]
-            print(
-                f"  {s.id} {m:8s} mse_in {statistics.fmean(x['mse_in'] for x in last):.4f} "
-                f"mse_out {statistics.fmean(x['mse_out'] for x in last):.4f} "
-                f"ood_change {statistics.fmean(x['ood_change'] for x in last):.2f} "
-                f"in_change {statistics.fmean(x['in_change'] for x in last):.2f}  "
-                f"(invert {invert_s:.1f} s)",
-                flush=True,
-            )
+            # DHR is also rendered without the pixel hold (the paper's Eq. 4 alone), for reference
+            variants = [(m, True)] + ([(EQ4_ONLY, False)] if m == "dhr" else [])
+            for name, keep in variants:
+                recon = to_uint8(render_edit(pack.generator, project, w, keep_out_of_domain=keep))
+                for d in deltas:
+                    truth = s.edit(ATTRIBUTE, d)
+                    edits = lib.resolve(EditRequest(named=[(ATTRIBUTE, d)]))
+                    img = render_edit(
+                        pack.generator, project, apply_edits(w, edits), keep_out_of_domain=keep
+                    )
+                    out = to_uint8(img)
+                    truth_t = from_uint8(truth.image)
+                    edited_t = from_uint8(out)
+                    row = {
+                        "scene": s.id,
+                        "delta": d,
+                        "mse_in": masked_mse(edited_t, truth_t, ~truth.ood_mask),
+                        "mse_out": masked_mse(edited_t, truth_t, truth.ood_mask),
+                        "mse": float(((edited_t - truth_t) ** 2).mean()),
+                        # occluder pixels that are out-of-domain before and after the true edit
+                        "ood_change": grey_change(recon, out, truth.ood_mask & s.ood_mask),
+                        "in_change": grey_change(recon, out, ~truth.ood_mask),
+                        "invert_s": invert_s,
+                    }
+                    rows[name].append(row)
+                last = rows[name][-len(deltas) :]
+                print(
+                    f"  {s.id} {name:8s} mse_in {statistics.fmean(x['mse_in'] for x in last):.4f} "
+                    f"mse_out {statistics.fmean(x['mse_out'] for x in last):.4f} "
+                    f"ood_change {statistics.fmean(x['ood_change'] for x in last):.2f} "
+                    f"in_change {statistics.fmean(x['in_change'] for x in last):.2f}  "
+                    f"(invert {invert_s:.1f} s)",
+                    flush=True,
+                )
 
     def mean(items: list[dict], k: str, delta: float | None = None) -> float:
         vals = [
@@ -155,16 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.fmean(vals) if vals else float("nan")
 
     keys = ("mse_in", "mse_out", "mse", "ood_change", "in_change")
-    summary = {m: {k: mean(rows[m], k) for k in keys} for m in methods}
-    per_delta = {
-        m: {str(d): {k: mean(rows[m], k, d) for k in keys} for d in deltas} for m in methods
-    }
+    shown = list(rows)
+    summary = {m: {k: mean(rows[m], k) for k in keys} for m in shown}
+    per_delta = {m: {str(d): {k: mean(rows[m], k, d) for k in keys} for d in deltas} for m in shown}
     reference = {k: mean(refs, k) for k in ("mse_in", "mse_out", "ood_change")}
     print(
         f"\n{ATTRIBUTE} edits vs the true edited images ({len(scenes)} scenes x {len(deltas)} deltas)"
     )
     print("method    mse_in   mse_out  mse      ood_change  in_change  (grey levels)")
-    for m in methods:
+    for m in shown:
         v = summary[m]
         print(
             f"{m:8s}  {v['mse_in']:.4f}   {v['mse_out']:.4f}   {v['mse']:.4f}   "
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         f"edit; the true edit moves the occluder pixels by {reference['ood_change']:.2f} grey levels)"
     )
     print("\nper delta (mse_in / mse_out / ood_change):")
-    for m in methods:
+    for m in shown:
         print(
             f"  {m:8s} "
             + "  ".join(
@@ -201,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nacceptance:")
     for name, c in checks.items():
         v = c["value"]
-        shown = f"{v[0]:.4f} vs {v[1]:.4f}" if isinstance(v, list) else f"{v:.3f}"
-        print(f"  {'PASS' if c['ok'] else 'FAIL'}  {name}: {shown}")
+        text = f"{v[0]:.4f} vs {v[1]:.4f}" if isinstance(v, list) else f"{v:.3f}"
+        print(f"  {'PASS' if c['ok'] else 'FAIL'}  {name}: {text}")
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s", flush=True)
     if args.json:
         args.json.write_text(

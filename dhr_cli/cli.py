@@ -821,6 +821,15 @@ def edit_cmd(
             rich_help_panel=_FACES,
         ),
     ] = False,
+    keep_ood: Annotated[
+        bool,
+        typer.Option(
+            "--keep-ood/--no-keep-ood",
+            help="DHR projects: keep the out-of-domain pixels exactly as reconstructed "
+            "(--no-keep-ood: hold only the out-of-domain feature, the paper's Eq. 4).",
+            rich_help_panel=_FACES,
+        ),
+    ] = True,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -881,6 +890,7 @@ def edit_cmd(
         save=save,
         skip_existing=skip_existing,
         paste=not no_paste,
+        keep_out_of_domain=keep_ood,
         blend_radius=blend_radius,
         format=fmt,
         quality=quality,

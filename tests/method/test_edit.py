@@ -23,6 +23,7 @@ from dhr_cli.method.edit import (
     LinearEdit,
     apply_edits,
     as_rows,
+    edit_blend_mask,
     edit_tag,
     latest_project,
     load_direction_file,
@@ -295,7 +296,6 @@ def test_edit_renders_through_the_stored_refinement(edit_folder) -> None:
     lib = DirectionLibrary(pack)
     edits = lib.resolve(EditRequest(named=[("smile", 2.0)], layers="0:6"))
     w = apply_edits(p.wplus, edits)
-    img = render_edit(pack.generator, p, w)
     ref = render(
         pack.generator,
         w,
@@ -304,9 +304,33 @@ def test_edit_renders_through_the_stored_refinement(edit_folder) -> None:
         layer=p.params["invert"]["layer"],
         feature_mask=p.mask,
     )
-    assert torch.equal(img, ref)
-    assert not torch.equal(img, render_edit(pack.generator, p, p.wplus))
+    # --no-keep-ood: exactly the paper's Eq. 4 render
+    assert torch.equal(render_edit(pack.generator, p, w, keep_out_of_domain=False), ref)
     assert torch.equal(w[:, 6:], p.wplus[:, 6:])
+    # default: the out-of-domain pixels keep the reconstruction exactly, the face is edited
+    recon = render_edit(pack.generator, p, p.wplus)
+    img = render_edit(pack.generator, p, w)
+    assert torch.equal(recon, render_edit(pack.generator, p, p.wplus, keep_out_of_domain=False))
+    ood = (p.mask < 0.5).expand_as(img)
+    assert ood.any() and (~ood).any()
+    assert torch.equal(img[ood], recon[ood])
+    assert not torch.equal(img, recon)
+    m_e = edit_blend_mask(p.mask, img.shape[-1])
+    torch.testing.assert_close(img, recon + m_e * (ref - recon))
+    # sweeps pass the reconstruction in once
+    assert torch.equal(render_edit(pack.generator, p, w, reference=recon), img)
+
+
+def test_edit_blend_mask_feathers_inwards_only() -> None:
+    m = torch.zeros(1, 1, 64, 64)
+    m[..., 16:48, 16:48] = 1
+    e = edit_blend_mask(m, 64)
+    assert e.shape == m.shape and float(e.min()) >= 0 and float(e.max()) <= 1
+    assert torch.all(e <= m)  # never more than the mask: out-of-domain stays exactly held
+    assert float(e[0, 0, 32, 32]) > 0.999  # the inside of the face is fully edited
+    assert 0 < float(e[0, 0, 16, 32]) < 1  # a soft seam just inside the border
+    big = edit_blend_mask(m, 256)
+    assert big.shape[-1] == 256 and torch.all(big[..., :60, :] == 0)
 
 
 def test_session_outputs_sweep_and_save(edit_folder, tmp_path: Path) -> None:
@@ -429,7 +453,8 @@ def test_zero_edit_of_a_real_photo_reproduces_the_pasted_reconstruction(tmp_path
     s = _session(pack, EditRequest(named=[("smile", 0.0)]))
     out = Path(s.edit_input(photo)["output"])
     assert out.read_bytes() == Path(rec["recon"]).read_bytes()
-    s = _session(pack, EditRequest(named=[("smile", 3.0)]))
+    # the random pack draws nothing in-domain, so hold only the feature (Eq. 4) to see a change
+    s = _session(pack, EditRequest(named=[("smile", 3.0)]), keep_out_of_domain=False)
     edited = np.asarray(Image.open(s.edit_input(photo)["output"]).convert("RGB")).astype(int)
     recon = np.asarray(Image.open(rec["recon"]).convert("RGB")).astype(int)
     changed = np.any(edited != recon, axis=2)
