@@ -11,6 +11,8 @@ Bars (issue 4):
              mean over 50 faces of the Spearman correlation between strength and the
              probe-measured attribute >= 0.9, and every other attribute moves <= 0.2 std
              (mean over faces of |probe(s) - probe(0)|, worst attribute, at |s| = 2 and 1)
+             The same statistics of the renderer's own true edits of the same faces, read
+             by the same probe, are printed as "(floor)": what a perfect edit scores.
 Also reported: the parser's pixel accuracy / mean IoU on fresh composites with occluders.
 """
 
@@ -103,6 +105,23 @@ def main() -> None:
             "<= 0.2",
             d["off_target_max_at_1"] <= 0.2 if bar else None,
         )
+        if bar and pack.probe is not None:
+            # the same probe on the renderer's own (perfect) edits of the same faces
+            t = M.renderer_sweep(pack.probe, name)
+            res.setdefault("true_edit_floor", {})[name] = t
+            row(f"{name}: TRUE renderer edit, Spearman", t["spearman"], "(floor)", None)
+            row(
+                f"{name}: TRUE renderer edit, worst other |s|=2 ({t['off_target_worst']})",
+                t["off_target_max"],
+                "(floor)",
+                None,
+            )
+            row(
+                f"{name}: TRUE renderer edit, worst other |s|=1 ({t['off_target_worst_at_1']})",
+                t["off_target_max_at_1"],
+                "(floor)",
+                None,
+            )
     if "parser" in res:
         row("parser pixel accuracy (300 composites)", res["parser"]["pixel_accuracy"], "", None)
         row("parser mean IoU", res["parser"]["mean_iou"], "", None)

@@ -351,7 +351,6 @@ def direction_sweep(
     other attribute, the mean over faces of ``|probe(s) - probe(0)|`` at the sweep's largest
     ``|s|`` (``off_target_max``, ``off_target_worst``), and the same at ``|s| = 1``.
     """
-    k = R.ATTRIBUTE_INDEX[attribute]
     strengths = np.asarray(strengths, dtype=np.float64)
     if 0.0 not in strengths:
         raise ValueError("the sweep must contain strength 0")
@@ -362,6 +361,40 @@ def direction_sweep(
     readings = np.empty((len(strengths), n_faces, R.Z_DIM))
     for i, s in enumerate(strengths):
         readings[i] = probe_attributes(probe, g(w + float(s) * d).cpu())
+    return sweep_statistics(readings, strengths, attribute)
+
+
+@torch.no_grad()
+def renderer_sweep(
+    probe: nn.Module,
+    attribute: str,
+    *,
+    n_faces: int = 50,
+    strengths: Sequence[float] = SWEEP,
+    seed: int = EVAL_SEED_DIRECTIONS,
+    style_dim: int = STYLE_DIM,
+) -> dict[str, Any]:
+    """:func:`direction_sweep`'s statistics for the *true* edits of the same faces (the
+    renderer re-run with the attribute moved by s std-units): what the probe reports for a
+    perfect edit, i.e. the floor of the measurement itself."""
+    strengths = np.asarray(strengths, dtype=np.float64)
+    z27 = renderer_z(eval_latents(n_faces, seed, style_dim))
+    readings = np.stack(
+        [
+            probe_attributes(probe, render_images(R.edit_z(z27, attribute, float(s))))
+            for s in strengths
+        ]
+    )
+    return sweep_statistics(readings, strengths, attribute)
+
+
+def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str) -> dict[str, Any]:
+    """Spearman, slope and off-target movement of probe readings [len(strengths), faces, 27]
+    (see :func:`direction_sweep`)."""
+    k = R.ATTRIBUTE_INDEX[attribute]
+    if 0.0 not in strengths:
+        raise ValueError("the sweep must contain strength 0")
+    n_faces = readings.shape[1]
     target = readings[:, :, k]
     rho = np.array([spearman(strengths, target[:, j]) for j in range(n_faces)])
     sc = strengths - strengths.mean()

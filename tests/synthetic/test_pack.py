@@ -140,6 +140,23 @@ def test_directions_shapes_and_smile_edit(pack):
     assert float((hi - lo).mean()) > 0.4
 
 
+def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
+    true = M.renderer_sweep(pack.probe, "smile", n_faces=6, strengths=(-2, -1, 0, 1, 2))
+    assert true["attribute"] == "smile" and true["spearman"] > 0.8 and true["slope"] > 0.5
+    assert true["off_target_worst"] != "smile" and true["off_target_max_at_1"] >= 0
+    sw = M.direction_sweep(pack.generator, pack.probe, pack.direction("smile"), "smile", n_faces=6)
+    assert sw["slope"] > 0.2 and set(sw) == set(true)
+    # statistics by hand: a reading that follows the strength exactly, nothing else moving
+    s = np.array([-1.0, 0.0, 1.0])
+    readings = np.zeros((3, 2, R.Z_DIM))
+    readings[:, :, R.ATTRIBUTE_INDEX["age"]] = s[:, None]
+    st = M.sweep_statistics(readings, s, "age")
+    assert st["spearman"] == pytest.approx(1.0) and st["slope"] == pytest.approx(1.0)
+    assert st["off_target_max"] == 0.0
+    with pytest.raises(ValueError):
+        M.sweep_statistics(readings[[0, 2]], np.array([-1.0, 1.0]), "age")
+
+
 def test_parser_on_a_render(pack):
     face = R.render(R.sample_z(np.random.default_rng(5)))
     x = R.to_tensor(face.image)
