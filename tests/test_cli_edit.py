@@ -61,6 +61,23 @@ def test_zero_edit_is_the_reconstruction_and_the_project_is_untouched(work: Path
     assert project.read_bytes() == before
 
 
+def test_keep_ood_holds_the_out_of_domain_pixels(work: Path) -> None:
+    """Default: pixels the project marks out-of-domain keep the reconstruction exactly;
+    --no-keep-ood (the paper's feature hold alone) lets them follow the edit."""
+    p = Project.load(work / "f0.png.dhr")
+    ood = p.mask[0, 0].numpy() < 0.5
+    assert ood.any()
+    recon = np.asarray(Image.open(work / "f0.recon.png")).astype(int)
+    assert main(["edit", str(work / "f0.png"), "--smile", "2", "-o", str(work / "k.png")]) == 0
+    argv = ["edit", str(work / "f0.png"), "--smile", "2", "--no-keep-ood", "-o"]
+    assert main([*argv, str(work / "e.png")]) == 0
+    kept = np.asarray(Image.open(work / "k.png")).astype(int)
+    free = np.asarray(Image.open(work / "e.png")).astype(int)
+    assert np.array_equal(kept[ood], recon[ood])
+    assert not np.array_equal(free[ood], recon[ood])
+    assert np.abs(kept[~ood] - recon[~ood]).mean() > 0.1  # the face is still edited
+
+
 def test_no_argument_edits_the_newest_inverted_project(
     work: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
