@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dhr_cli.bench import grey_change, mse
 from dhr_cli.faces import identity_alignment
 from dhr_cli.method.edit import DirectionLibrary, EditRequest, apply_edits, render_edit
 from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
@@ -48,19 +49,6 @@ from dhr_cli.synthetic.benchset import make_benchset
 METHODS = ("dhr", "pti", "feature", "encoder")
 ATTRIBUTE = "smile"
 EQ4_ONLY = "dhr-eq4"  # DHR rendered without holding the out-of-domain pixels (--no-keep-ood)
-
-
-def masked_mse(a: torch.Tensor, b: torch.Tensor, m: np.ndarray) -> float:
-    w = torch.from_numpy(m.astype(np.float32))[None, None]
-    if float(w.sum()) == 0:
-        return float("nan")
-    return float(((a - b) ** 2 * w).sum() / (w.sum() * 3))
-
-
-def grey_change(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> float:
-    if not m.any():
-        return float("nan")
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64))[m].mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "scene": s.id,
                     "delta": d,
-                    "mse_in": masked_mse(original, from_uint8(truth.image), ~truth.ood_mask),
-                    "mse_out": masked_mse(original, from_uint8(truth.image), truth.ood_mask),
+                    "mse_in": mse(original, from_uint8(truth.image), ~truth.ood_mask),
+                    "mse_out": mse(original, from_uint8(truth.image), truth.ood_mask),
                     "ood_change": grey_change(s.image, truth.image, truth.ood_mask & s.ood_mask),
                 }
             )
@@ -139,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     row = {
                         "scene": s.id,
                         "delta": d,
-                        "mse_in": masked_mse(edited_t, truth_t, ~truth.ood_mask),
-                        "mse_out": masked_mse(edited_t, truth_t, truth.ood_mask),
+                        "mse_in": mse(edited_t, truth_t, ~truth.ood_mask),
+                        "mse_out": mse(edited_t, truth_t, truth.ood_mask),
                         "mse": float(((edited_t - truth_t) ** 2).mean()),
                         # occluder pixels that are out-of-domain before and after the true edit
                         "ood_change": grey_change(recon, out, truth.ood_mask & s.ood_mask),

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dhr_cli.bench import iou, mse
 from dhr_cli.faces import identity_alignment
 from dhr_cli.nets.parsing import in_domain_mask
 from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
@@ -45,18 +46,6 @@ PARSING_CHOICES = {
     "every true-ood class": tuple(c.name for c in C.CLASS_TABLE if c.true_ood),
     "none (superpixels only)": (),
 }
-
-
-def iou(pred: np.ndarray, true: np.ndarray) -> float:
-    union = np.logical_or(pred, true).sum()
-    return float(np.logical_and(pred, true).sum() / union) if union else 1.0
-
-
-def masked_mse(a: torch.Tensor, b: torch.Tensor, m: np.ndarray) -> float:
-    w = torch.from_numpy(m.astype(np.float32))[None, None]
-    if float(w.sum()) == 0:
-        return float("nan")
-    return float(((a - b) ** 2 * w).sum() / (w.sum() * 3))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 "mse": r.metrics["mse"],
                 "lpips64": r.metrics["lpips"],
                 "lpips256": lp256,
-                "mse_in": masked_mse(recon, crop, ~true_ood),
-                "mse_out": masked_mse(recon, crop, true_ood),
+                "mse_in": mse(recon, crop, ~true_ood),
+                "mse_out": mse(recon, crop, true_ood),
                 "seconds": wall,
                 "stages": {k: round(v, 3) for k, v in r.times.items()},
             }

@@ -3,9 +3,9 @@
 A scene of the bundled synthetic face domain (a face with out-of-domain occluders, whose true
 mask and true smile edit are known) is written as a photo, then run through exactly what the
 commands do: `dhr mask` (encode -> Domain-Specific Segmentation, stored in the project file),
-`dhr invert` (Hybrid Modulation Refinement with that mask) and `dhr edit --smile S`. A sheet puts the input, the mask, the
-reconstruction, the edit and the true edit side by side, and the errors against the ground
-truth are returned.
+`dhr invert` (Hybrid Modulation Refinement with that mask) and `dhr edit --smile S`. A sheet
+puts the input, the mask, the reconstruction, the edit and the true edit side by side, and the
+errors against the ground truth are returned.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns what was written and the measured errors."""
+    from .bench import grey_change, iou
     from .faces import load_image, save_image
     from .method.edit import EditRequest, EditSession
     from .packs import apply_cpu_threads, load_pack
@@ -138,19 +139,9 @@ def run_demo(
         "edit_mse_in_domain": _region_mse(edit, truth.image, face_true),
         "edit_mse_out_of_domain": _region_mse(edit, truth.image, ood_true),
         "ood_change_grey_levels": (
-            float(
-                np.abs(edit.astype(np.float64) - recon.astype(np.float64))[sample.ood_mask].mean()
-            )
-            if sample.ood_mask.any()
-            else None
+            grey_change(edit, recon, sample.ood_mask) if sample.ood_mask.any() else None
         ),
-        "mask_iou": (
-            None
-            if in_domain is None
-            else float(
-                (~in_domain & sample.ood_mask).sum() / max(1, (~in_domain | sample.ood_mask).sum())
-            )
-        ),
+        "mask_iou": None if in_domain is None else iou(~in_domain, sample.ood_mask),
         "times": inverted["faces"][0]["times"],
     }
     return result

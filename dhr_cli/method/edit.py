@@ -28,8 +28,9 @@ Because the layers after l and the RGB skip of the layers before it still follow
 code, DHR edits then also hold the out-of-domain *pixels* (`keep_out_of_domain`, on by default,
 `--no-keep-ood` turns it off): the edit is blended into the unedited reconstruction by the
 in-domain mask, feathered inwards (`edit_blend_mask`). `pti` projects have no feature,
-`feature` projects replace f_l everywhere, `encoder` projects have neither. Pasting back repeats `dhr invert`'s reconstruction step exactly, so an edit whose
-strengths are all 0 writes the same bytes as the reconstruction (PNG).
+`feature` projects replace f_l everywhere, `encoder` projects have neither. Pasting back
+repeats `dhr invert`'s reconstruction step exactly, so an edit whose strengths are all 0 writes
+the same bytes as the reconstruction (PNG).
 
 Files (`EditSession.edit_input`): a photo argument edits every face project of that photo
 (``photo.jpg.dhr``, ``photo.jpg.face2.dhr``, ...) into one image; a project argument edits that
@@ -78,7 +79,6 @@ __all__ = [
     "as_rows",
     "edit_blend_mask",
     "edit_tag",
-    "holds_out_of_domain",
     "latest_project",
     "load_direction_file",
     "parse_direction_arg",
@@ -737,28 +737,19 @@ def render_edit(
     few grey levels (measured in benchmarks/edit_synthetic.py). A zero edit returns r exactly.
     reference: the unedited reconstruction when already rendered (sweeps reuse it).
     """
-    from .refine import render_stored
+    from .refine import render_stored, stored_feature_mask
 
+    mask = stored_feature_mask(project) if keep_out_of_domain else None
     try:
         img = render_stored(generator, project, wplus=wplus)
-        if not keep_out_of_domain or not holds_out_of_domain(project):
+        if mask is None:
             return img
         if reference is None:
             reference = render_stored(generator, project)
     except ValueError as e:
         raise BadData(f"the project cannot be rendered: {e}") from e
-    m = edit_blend_mask(project.mask, img.shape[-1]).to(img)
+    m = edit_blend_mask(mask, img.shape[-1]).to(img)
     return reference + m * (img - reference)
-
-
-def holds_out_of_domain(project: Project) -> bool:
-    """Whether the project renders through Eq. 4 (stored feature + stored in-domain mask)."""
-    info = (project.params or {}).get("invert", {})
-    return (
-        project.feature is not None
-        and project.mask is not None
-        and info.get("feature_mask", "in_domain") == "in_domain"
-    )
 
 
 def edit_blend_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
@@ -1064,6 +1055,7 @@ class EditSession:
 
         from ..faces import SAVE_FORMATS, load_image, output_format, save_image
         from ..pipeline import ensure_folder, recon_extension, to_uint8
+        from .refine import stored_feature_mask
 
         if self.request.empty:
             raise UsageError("nothing to edit", hint="e.g. --smile 1.5 (see `dhr edit --list`)")
@@ -1126,24 +1118,25 @@ class EditSession:
             return {**record, "skipped": True, "outputs": [str(p) for p in wanted]}
 
         generator = self.pack(pack_name, render=True).generator
-        references: dict[int, torch.Tensor] = {}
-        if self.keep_out_of_domain and len(edit_sets) > 1:
-            from .refine import render_stored
-
-            for f in faces:  # the unedited reconstruction, once per face for all frames
-                if holds_out_of_domain(f.project):
-                    references[id(f)] = render_stored(generator, f.project)
+        # the unedited reconstruction of each face whose out-of-domain pixels are held,
+        # rendered once for every frame
+        references = [
+            render_edit(generator, f.project, f.project.wplus, keep_out_of_domain=False)
+            if self.keep_out_of_domain and stored_feature_mask(f.project) is not None
+            else None
+            for f in faces
+        ]
         images = []
         for edits in edit_sets:
             crops = []
-            for f in faces:
+            for f, reference in zip(faces, references, strict=True):
                 w = f.project.wplus.to(torch.float32)
                 img = render_edit(
                     generator,
                     f.project,
                     apply_edits(w, edits),
                     keep_out_of_domain=self.keep_out_of_domain,
-                    reference=references.get(id(f)),
+                    reference=reference,
                 )
                 crops.append(to_uint8(img))
             images.append(self._compose(photo, faces, crops))

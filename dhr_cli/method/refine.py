@@ -57,6 +57,7 @@ __all__ = [
     "refine_pti",
     "render",
     "render_stored",
+    "stored_feature_mask",
     "synthesis_parameters",
     "tuned",
 ]
@@ -501,6 +502,15 @@ def render(
         )
 
 
+def stored_feature_mask(project: Any) -> torch.Tensor | None:
+    """The in-domain mask a project's stored feature is mixed by (Eq. 4), or None when the
+    project has no feature, no mask, or replaces f_l everywhere (`feature`)."""
+    info = (project.params or {}).get("invert", {})
+    if project.feature is None or info.get("feature_mask", "in_domain") != "in_domain":
+        return None
+    return project.mask
+
+
 def render_stored(
     generator: torch.nn.Module, project: Any, *, wplus: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -510,9 +520,7 @@ def render_stored(
     """
     info = (project.params or {}).get("invert", {})
     feature = project.feature
-    mask = None
-    if feature is not None and info.get("feature_mask", "in_domain") == "in_domain":
-        mask = project.mask
+    mask = stored_feature_mask(project)
     layer = info.get("layer")
     if feature is not None and layer is None:
         raise ValueError("project has a feature but no feature layer in its invert params")
