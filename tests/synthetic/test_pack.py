@@ -146,6 +146,14 @@ def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
     assert true["off_target_worst"] != "smile" and true["off_target_max_at_1"] >= 0
     sw = M.direction_sweep(pack.generator, pack.probe, pack.direction("smile"), "smile", n_faces=6)
     assert sw["slope"] > 0.2 and set(sw) == set(true)
+    # the generator drawing the exact edits (moved in z): smile rises, and at strength 0 it
+    # reads the same faces as a direction sweep does (both draw G(mapping(z)))
+    gz = M.generator_edit_sweep(pack.generator, pack.probe, "smile", n_faces=6, strengths=(0, 2))
+    sw0 = M.direction_sweep(
+        pack.generator, pack.probe, pack.direction("smile"), "smile", n_faces=6, strengths=(0, 2)
+    )
+    assert gz["slope"] > 0.2 and set(gz) == set(true)
+    assert gz["target_range"][0] == pytest.approx(sw0["target_range"][0], abs=1e-4)
     # statistics by hand: a reading that follows the strength exactly, nothing else moving
     s = np.array([-1.0, 0.0, 1.0])
     readings = np.zeros((3, 2, R.Z_DIM))
