@@ -883,9 +883,31 @@ def save_module(path: Path, state: dict[str, torch.Tensor], kind: str, config: d
     from safetensors.torch import save_file
 
     meta = {"format": FORMAT, "version": str(VERSION), "kind": kind, "config": json.dumps(config)}
+    tensors = _half_state(state)
+    if path.is_file() and _holds(path, tensors, meta):
+        # safetensors writes the metadata in no fixed order: rewriting an unchanged module
+        # would change its bytes and sha256, and make the manifest look as if it had changed
+        return
     tmp = path.with_suffix(".tmp")
-    save_file(_half_state(state), str(tmp), metadata=meta)
+    save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
+
+
+def _holds(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bool:
+    """Whether the safetensors file at ``path`` stores exactly these tensors and metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if dict(f.metadata() or {}) != meta or set(f.keys()) != set(tensors):
+                return False
+            for k, v in tensors.items():
+                t = f.get_tensor(k)
+                if t.dtype != v.dtype or not torch.equal(t, v):
+                    return False
+            return True
+    except Exception:  # an unreadable file is simply rewritten
+        return False
 
 
 def sha256(path: Path) -> str:
