@@ -141,9 +141,9 @@ def main() -> None:
 
     w0 = max(len(r[0]) for r in rows)
     print(f"synthetic pack: {args.pack}  ({res['lpips']})")
-    print(f"{'measure':<{w0}}  {'value':>8}  {'bar':<8}  result")
+    print(f"{'measure':<{w0}}  {'value':>8}  {'bar':<9}  result")
     for r in rows:
-        print(f"{r[0]:<{w0}}  {r[1]:>8}  {r[2]:<8}  {r[3]}")
+        print(f"{r[0]:<{w0}}  {r[1]:>8}  {r[2]:<9}  {r[3]}")
     size = sum((args.pack / f).stat().st_size for f in pack.manifest["files"])
     print(
         f"pack size {size / 1e6:.2f} MB in {len(pack.manifest['files'])} files; "

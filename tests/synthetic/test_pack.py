@@ -119,9 +119,9 @@ def test_encoder_round_trip(pack):
         wp = pack.encoder(x)
         out = pack.generator(wp).clamp(-1, 1)
     assert wp.shape == (4, 10, 64)
-    # regression guard (0.020 on 200 renders at export; the bar 0.01 is not reached,
-    # see benchmarks/synthetic_quality.py)
-    assert float((out - x).pow(2).mean()) < 0.035
+    # regression guard (0.015 here, 0.0153 on 200 renders at export; the bar 0.01 is
+    # not reached, see benchmarks/synthetic_quality.py)
+    assert float((out - x).pow(2).mean()) < 0.025
 
 
 def test_directions_shapes_and_smile_edit(pack):
