@@ -83,6 +83,9 @@ MANIFEST_KEYS = (
     "training",
 )
 
+#: Pack files that only the quality measurement reads (their change keeps other tools' sections).
+MEASUREMENT_ONLY_FILES = ("probe.safetensors",)
+
 STYLE_DIM = M.STYLE_DIM
 GEN_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
 ENCODER_WIDTHS = (16, 32, 64, 64)
@@ -981,10 +984,13 @@ def export_pack(
             "licence": LICENCE,
         }
     # Sections other tools add (e.g. calibrate.py's "segmentation") survive a re-export when
-    # the networks they were measured with are unchanged.
+    # the networks they were measured with are unchanged. The probe only measures the pack's
+    # quality bars; no other tool uses it.
     kept: dict[str, Any] = {}
     same = all(
-        previous.get("files", {}).get(f, {}).get("sha256") == files[f]["sha256"] for f in files
+        previous.get("files", {}).get(f, {}).get("sha256") == files[f]["sha256"]
+        for f in files
+        if f not in MEASUREMENT_ONLY_FILES
     )
     for key in set(previous) - set(MANIFEST_KEYS):
         if same:
