@@ -112,15 +112,19 @@ def main() -> None:
             # the same probe on the renderer's own (perfect) edits of the same faces, and on
             # the generator drawing those exact edits (moved in z, not along a W direction)
             refs = {
-                "TRUE renderer edit": ("true_edit_floor", M.renderer_sweep(pack.probe, name)),
+                "TRUE renderer edit": (
+                    "true_edit_floor",
+                    "(floor)",
+                    M.renderer_sweep(pack.probe, name),
+                ),
                 "G drawing the true edit": (
                     "generator_edit_ceiling",
+                    "(ceiling)",
                     M.generator_edit_sweep(pack.generator, pack.probe, name),
                 ),
             }
-            for label, (key, t) in refs.items():
+            for label, (key, tag, t) in refs.items():
                 res.setdefault(key, {})[name] = t
-                tag = "(floor)" if key == "true_edit_floor" else "(ceiling)"
                 row(f"{name}: {label}, Spearman", t["spearman"], tag, None)
                 row(
                     f"{name}: {label}, worst other |s|=2 ({t['off_target_worst']})",

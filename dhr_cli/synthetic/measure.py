@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,6 +335,21 @@ def probe_attributes(probe: nn.Module, images: torch.Tensor, batch: int = 100) -
     return torch.cat(out).double().numpy()
 
 
+def _read_sweep(
+    probe: nn.Module,
+    attribute: str,
+    strengths: Sequence[float],
+    draw: Callable[[float], torch.Tensor],
+) -> dict[str, Any]:
+    """Read ``draw(s)`` (the same faces edited by strength s) with the probe for every s and
+    summarise with :func:`sweep_statistics`."""
+    strengths = np.asarray(strengths, dtype=np.float64)
+    if 0.0 not in strengths:
+        raise ValueError("the sweep must contain strength 0")
+    readings = np.stack([probe_attributes(probe, draw(float(s))) for s in strengths])
+    return sweep_statistics(readings, strengths, attribute)
+
+
 @torch.no_grad()
 def direction_sweep(
     g: nn.Module,
@@ -354,17 +369,11 @@ def direction_sweep(
     other attribute, the mean over faces of ``|probe(s) - probe(0)|`` at the sweep's largest
     ``|s|`` (``off_target_max``, ``off_target_worst``), and the same at ``|s| = 1``.
     """
-    strengths = np.asarray(strengths, dtype=np.float64)
-    if 0.0 not in strengths:
-        raise ValueError("the sweep must contain strength 0")
     z = eval_latents(n_faces, seed, g.style_dim)
     dev = next(g.parameters()).device
     w = g.mapping(torch.as_tensor(z, dtype=torch.float32, device=dev))
     d = direction.to(dev).reshape(1, -1)
-    readings = np.empty((len(strengths), n_faces, R.Z_DIM))
-    for i, s in enumerate(strengths):
-        readings[i] = probe_attributes(probe, g(w + float(s) * d).cpu())
-    return sweep_statistics(readings, strengths, attribute)
+    return _read_sweep(probe, attribute, strengths, lambda s: g(w + s * d).cpu())
 
 
 @torch.no_grad()
@@ -380,15 +389,10 @@ def renderer_sweep(
     """:func:`direction_sweep`'s statistics for the *true* edits of the same faces (the
     renderer re-run with the attribute moved by s std-units): what the probe reports for a
     perfect edit, i.e. the floor of the measurement itself."""
-    strengths = np.asarray(strengths, dtype=np.float64)
     z27 = renderer_z(eval_latents(n_faces, seed, style_dim))
-    readings = np.stack(
-        [
-            probe_attributes(probe, render_images(R.edit_z(z27, attribute, float(s))))
-            for s in strengths
-        ]
+    return _read_sweep(
+        probe, attribute, strengths, lambda s: render_images(R.edit_z(z27, attribute, s))
     )
-    return sweep_statistics(readings, strengths, attribute)
 
 
 @torch.no_grad()
@@ -405,19 +409,13 @@ def generator_edit_sweep(
     same faces with the renderer coordinate moved in z (nuisance kept), through
     ``G(mapping(.))``. No W direction can do better than the generator's own rendering of
     the exact edit, so this is the ceiling the generator sets for its directions."""
-    strengths = np.asarray(strengths, dtype=np.float64)
     u = pixel_norm(eval_latents(n_faces, seed, g.style_dim))
     z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
-    readings = np.stack(
-        [
-            probe_attributes(
-                probe,
-                synthesize(g, domain_z(R.edit_z(z27, attribute, float(s)), g.style_dim, nuisance)),
-            )
-            for s in strengths
-        ]
-    )
-    return sweep_statistics(readings, strengths, attribute)
+
+    def draw(s: float) -> torch.Tensor:
+        return synthesize(g, domain_z(R.edit_z(z27, attribute, s), g.style_dim, nuisance))
+
+    return _read_sweep(probe, attribute, strengths, draw)
 
 
 def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str) -> dict[str, Any]:
