@@ -28,23 +28,20 @@ Acceptance (issue 7): DHR's mse_in and mse_out below pti's and feature's; DHR's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _scenes import chosen_methods, occluded_scenes, open_pack, scene_arguments
 
 from dhr_cli.bench import grey_change, mse
 from dhr_cli.faces import identity_alignment
 from dhr_cli.method.edit import DirectionLibrary, EditRequest, apply_edits, render_edit
-from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
 from dhr_cli.pipeline import Engine, EngineOptions, from_uint8, to_uint8
-from dhr_cli.synthetic.benchset import make_benchset
 
 METHODS = ("dhr", "pti", "feature", "encoder")
 ATTRIBUTE = "smile"
@@ -52,32 +49,13 @@ EQ4_ONLY = "dhr-eq4"  # DHR rendered without holding the out-of-domain pixels (-
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--n", type=int, default=30, help="benchmark set size (a third is occluded)")
-    ap.add_argument("--seed", type=int, default=0, help="benchmark set seed (0 = default set)")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument(
-        "--pack-dir", type=Path, default=None, help="a pack folder instead of the bundled one"
-    )
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: the pack's policy)"
-    )
-    ap.add_argument("--limit", type=int, default=None, help="only the first K occluded scenes")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args = scene_arguments(__doc__, METHODS).parse_args(argv)
+    methods = chosen_methods(args)
 
-    pack = synthetic_pack_from(args.pack_dir) if args.pack_dir else load_pack("synthetic")
-    if not args.threads:
-        apply_cpu_threads(pack)
+    pack = open_pack(args)
     lib = DirectionLibrary(pack)
     direction = lib.get(ATTRIBUTE)
-    bench = make_benchset(args.n, args.seed)
-    scenes = bench.stratum("occluded")[: args.limit]
+    bench, scenes = occluded_scenes(args)
     deltas = [d for d in bench.deltas if (ATTRIBUTE, float(d)) in scenes[0].edits]
     print(
         f"pack: {pack.settings.provenance}; {ATTRIBUTE} direction {list(direction.vector.shape)} "

@@ -17,22 +17,20 @@ lowest of the four; DHR time <= 0.3x pti; DHR invert < 10 s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _scenes import chosen_methods, occluded_scenes, open_pack, scene_arguments
 
 from dhr_cli.bench import iou, mse
 from dhr_cli.faces import identity_alignment
 from dhr_cli.nets.parsing import in_domain_mask
-from dhr_cli.packs import apply_cpu_threads, load_pack, synthetic_pack_from
 from dhr_cli.pipeline import Engine, EngineOptions
 from dhr_cli.synthetic import classes as C
 from dhr_cli.synthetic.benchset import make_benchset
@@ -49,34 +47,15 @@ PARSING_CHOICES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--n", type=int, default=30, help="benchmark set size (a third is occluded)")
-    ap.add_argument("--seed", type=int, default=0, help="benchmark set seed (0 = default set)")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument(
-        "--pack-dir", type=Path, default=None, help="a pack folder instead of the bundled one"
-    )
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: the pack's policy)"
-    )
-    ap.add_argument("--limit", type=int, default=None, help="only the first K occluded scenes")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args = scene_arguments(__doc__, METHODS).parse_args(argv)
+    methods = chosen_methods(args)
 
-    pack = synthetic_pack_from(args.pack_dir) if args.pack_dir else load_pack("synthetic")
-    if not args.threads:
-        apply_cpu_threads(pack)  # the pack's own policy, as `dhr invert` applies it
+    pack = open_pack(args)
     t = time.perf_counter()
     pack.generator, pack.encoder, pack.parser, pack.lpips_alex, pack.lpips_vgg  # noqa: B018
     pack.latent_stats()
     load_s = time.perf_counter() - t
-    bench = make_benchset(args.n, args.seed)
-    scenes = bench.stratum("occluded")[: args.limit]
+    bench, scenes = occluded_scenes(args)
     print(
         f"pack: {pack.settings.provenance}; layer {pack.settings.feature_layer}; "
         f"ood classes {list(pack.settings.ood_classes)}; {len(scenes)} occluded scenes "
