@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     pack.generator, pack.encoder, pack.parser, pack.lpips_alex, pack.lpips_vgg  # noqa: B018
     pack.latent_stats()
     load_s = time.perf_counter() - t
-    bench, scenes = occluded_scenes(args)
+    _, scenes = occluded_scenes(args)
     print(
         f"pack: {pack.settings.provenance}; layer {pack.settings.feature_layer}; "
         f"ood classes {list(pack.settings.ood_classes)}; {len(scenes)} occluded scenes "
