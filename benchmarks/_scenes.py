@@ -19,7 +19,12 @@ def scene_arguments(doc: str | None, methods: tuple[str, ...]) -> argparse.Argum
     )
     ap.add_argument("--n", type=int, default=30, help="benchmark set size (a third is occluded)")
     ap.add_argument("--seed", type=int, default=0, help="benchmark set seed (0 = default set)")
-    ap.add_argument("--methods", default=",".join(methods))
+    ap.add_argument(
+        "--methods",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=list(methods),
+        help=f"comma-separated (default: {','.join(methods)})",
+    )
     ap.add_argument(
         "--pack-dir", type=Path, default=None, help="a pack folder instead of the bundled one"
     )
@@ -29,10 +34,6 @@ def scene_arguments(doc: str | None, methods: tuple[str, ...]) -> argparse.Argum
     ap.add_argument("--limit", type=int, default=None, help="only the first K occluded scenes")
     ap.add_argument("--json", type=Path, default=None)
     return ap
-
-
-def chosen_methods(args: argparse.Namespace) -> list[str]:
-    return [m.strip() for m in args.methods.split(",") if m.strip()]
 
 
 def open_pack(args: argparse.Namespace) -> Pack:

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 import torch
-from _scenes import chosen_methods, occluded_scenes, open_pack, scene_arguments
+from _scenes import occluded_scenes, open_pack, scene_arguments
 
 from dhr_cli.bench import grey_change, mse
 from dhr_cli.faces import identity_alignment
@@ -50,7 +50,7 @@ EQ4_ONLY = "dhr-eq4"  # DHR rendered without holding the out-of-domain pixels (-
 
 def main(argv: list[str] | None = None) -> int:
     args = scene_arguments(__doc__, METHODS).parse_args(argv)
-    methods = chosen_methods(args)
+    methods = args.methods
 
     pack = open_pack(args)
     lib = DirectionLibrary(pack)

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _scenes import chosen_methods, occluded_scenes, open_pack, scene_arguments
+from _scenes import occluded_scenes, open_pack, scene_arguments
 
 from dhr_cli.bench import iou, mse
 from dhr_cli.faces import identity_alignment
@@ -48,7 +48,7 @@ PARSING_CHOICES = {
 
 def main(argv: list[str] | None = None) -> int:
     args = scene_arguments(__doc__, METHODS).parse_args(argv)
-    methods = chosen_methods(args)
+    methods = args.methods
 
     pack = open_pack(args)
     t = time.perf_counter()
