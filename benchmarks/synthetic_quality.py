@@ -16,7 +16,10 @@ Bars (issue 4):
              of the generator drawing those exact edits (the renderer coordinate moved in
              z, through G(mapping(.))) as "(ceiling)": the best any W direction can do
              with this generator.
-Also reported: the parser's pixel accuracy / mean IoU on fresh composites with occluders.
+Also reported: the parser's pixel accuracy / mean IoU on fresh composites with occluders, and
+how well the probe reads each attribute off the generator's outputs (Pearson r with the true
+coordinate, 400 held-out faces; listed where it is below 0.5, i.e. attributes the generator
+does not draw: off-target movement of those is disturbance of that region, not a readable change).
 """
 
 from __future__ import annotations
@@ -136,6 +139,17 @@ def main() -> None:
                     f"{name}: {label}, worst other |s|=1 ({t['off_target_worst_at_1']})",
                     t["off_target_max_at_1"],
                     tag,
+                    None,
+                )
+    if pack.probe is not None:
+        readable = M.probe_readability(pack.generator, pack.probe)
+        res["probe_readability"] = readable
+        for name, r in readable.items():
+            if r["generator"] < 0.5 or name in ("smile", "age"):
+                row(
+                    f"probe r on G outputs: {name} (on renders {r['render']:.2f})",
+                    r["generator"],
+                    "",
                     None,
                 )
     if "parser" in res:

@@ -165,6 +165,17 @@ def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
         M.sweep_statistics(readings[[0, 2]], np.array([-1.0, 1.0]), "age")
 
 
+def test_probe_readability_on_renders_and_generator_outputs(pack):
+    r = M.probe_readability(pack.generator, pack.probe, n=60)
+    assert list(r) == list(R.ATTRIBUTE_NAMES)
+    assert all(set(v) == {"render", "generator"} for v in r.values())
+    assert all(-1.0 <= x <= 1.0 for v in r.values() for x in v.values())
+    # the probe reads renders well; the generator draws smile and age, barely the nose
+    assert r["smile"]["render"] > 0.9 and r["age"]["render"] > 0.9
+    assert r["smile"]["generator"] > 0.6 and r["age"]["generator"] > 0.6
+    assert r["nose_length"]["generator"] < r["nose_length"]["render"] - 0.5
+
+
 def test_parser_on_a_render(pack):
     face = R.render(R.sample_z(np.random.default_rng(5)))
     x = R.to_tensor(face.image)
