@@ -36,6 +36,7 @@ from PIL import Image
 from dhr_cli.synthetic import measure as M
 
 ROOT = Path(__file__).resolve().parents[1]
+BAR_DIRECTIONS = ("smile", "age")  # the directions issue 4 sets bars for
 BARS = {"generator_lpips": 0.10, "encoder_mse": 0.01, "spearman": 0.9, "off_target": 0.2}
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         row("encoder MSE G(E(x)) vs x (200 renders)", enc["mse"], "<= 0.01", enc["mse"] <= 0.01)
         row("encoder LPIPS-alex", enc["lpips_alex"], "", None)
     for name, d in res.get("directions", {}).items():
-        bar = name in ("smile", "age")
+        bar = name in BAR_DIRECTIONS
         row(
             f"{name}: Spearman (50 faces, s=-2..2)",
             d["spearman"],
@@ -147,7 +148,7 @@ def main() -> None:
         for name, r in readable.items():
             # attributes the probe reads on renders (r >= 0.8) but not on the generator's faces
             undrawn = r["render"] >= 0.8 and r["generator"] < 0.5
-            if undrawn or name in ("smile", "age"):
+            if undrawn or name in BAR_DIRECTIONS:
                 row(
                     f"probe r on G outputs: {name} (on renders {r['render']:.2f})",
                     r["generator"],

@@ -435,7 +435,7 @@ def probe_readability(
     u = renderer_z(z)
     readings = {
         "render": probe_attributes(probe, render_images(u)),
-        "generator": probe_attributes(probe, synthesize(g, z).clamp(-1, 1)),
+        "generator": probe_attributes(probe, synthesize(g, z)),  # reader clamps
     }
     return {
         name: {
