@@ -18,8 +18,9 @@ Bars (issue 4):
              with this generator.
 Also reported: the parser's pixel accuracy / mean IoU on fresh composites with occluders, and
 how well the probe reads each attribute off the generator's outputs (Pearson r with the true
-coordinate, 400 held-out faces; listed where it is below 0.5 but >= 0.8 on renders, i.e.
-attributes the generator does not draw: off-target movement of those is disturbance of that region, not a readable change).
+coordinate, 400 held-out faces). Listed for the bar directions, and where r is below
+UNDRAWN_R on the generator but at least READ_R on renders: attributes the generator does not
+draw, whose off-target movement is disturbance of that region, not a readable change.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dhr_cli.synthetic import measure as M
 ROOT = Path(__file__).resolve().parents[1]
 BAR_DIRECTIONS = ("smile", "age")  # the directions issue 4 sets bars for
 BARS = {"generator_lpips": 0.10, "encoder_mse": 0.01, "spearman": 0.9, "off_target": 0.2}
+READ_R, UNDRAWN_R = 0.8, 0.5  # probe r on renders / on G outputs: "the generator does not draw it"
 
 
 def grid(images: torch.Tensor, cols: int = 8) -> np.ndarray:
@@ -146,8 +148,7 @@ def main() -> None:
         readable = M.probe_readability(pack.generator, pack.probe)
         res["probe_readability"] = readable
         for name, r in readable.items():
-            # attributes the probe reads on renders (r >= 0.8) but not on the generator's faces
-            undrawn = r["render"] >= 0.8 and r["generator"] < 0.5
+            undrawn = r["render"] >= READ_R and r["generator"] < UNDRAWN_R
             if undrawn or name in BAR_DIRECTIONS:
                 row(
                     f"probe r on G outputs: {name} (on renders {r['render']:.2f})",
