@@ -654,7 +654,8 @@ def train_encoder(
     torch.manual_seed(plan.seed + 5)
     enc = build_encoder()
     enc.latent_avg.copy_(g.latent_avg[None].expand_as(enc.latent_avg))
-    lr_a, lr_b = 1e-3, 5e-4
+    # Phase B at 1e-3 (was 5e-4): with 2800 image steps held-out MSE 0.0106 (5e-4 x 2200: 0.0116)
+    lr_a, lr_b = 1e-3, 1e-3
     opt = torch.optim.Adam(enc.parameters(), lr=lr_a, betas=(0.9, 0.99))
     steps_a, steps_b = plan.encoder_latent_steps, plan.encoder_steps
     total, batch = steps_a + steps_b, BATCH["encoder"]
