@@ -388,8 +388,9 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
     head = nn.Linear(STYLE_DIM, R.Z_DIM)
     ema = copy.deepcopy(g).requires_grad_(False)
     params = [p for p in g.parameters() if p.requires_grad] + list(head.parameters())
-    # 1e-2, not 5e-3: the synthesis net fits these renders slowly under regression, and twice
-    # the rate memorises 256 faces to MSE 0.048 instead of 0.057 in 600 steps (0.079 at 2e-3)
+    # 1e-2, not 5e-3: the synthesis net fits these renders slowly under regression; twice the
+    # rate memorises 256 faces to MSE 0.048 instead of 0.057 in 600 steps (0.079 at 2e-3) and
+    # halves the full run's held-out MSE (0.017 vs 0.033)
     base_lr = 1e-2
     opt = torch.optim.Adam(params, lr=base_lr, betas=(0.9, 0.99))
     start, clock = 0, StageClock()
