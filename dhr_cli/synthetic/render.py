@@ -445,6 +445,7 @@ _SKIN += ((100, 64, 44),)
 _HAIR = ((236, 208, 140), (182, 136, 80), (104, 66, 36), (50, 34, 24), (20, 16, 16))
 _IRIS = ((60, 120, 205), (70, 150, 90), (120, 72, 30), (70, 40, 20))
 _GREY = (222, 222, 226)
+_RED_TINT = (175, 62, 28)
 _LIPS = (205, 55, 70)
 _TEETH = (246, 244, 236)
 _MOUTH_IN = (85, 20, 30)
@@ -459,10 +460,14 @@ def skin_color(tone: float) -> tuple[float, float, float]:
 
 def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
     skin = _ramp(_SKIN, p["skin_tone"])
-    hair = _ramp(_HAIR, p["hair_dark"])
-    hair = _mix(hair, (175, 62, 28), 0.65 * p["hair_red"] * (1.0 - 0.6 * p["hair_dark"]))
+    red = 0.65 * p["hair_red"] * (1.0 - 0.6 * p["hair_dark"])
+    hair = _mix(_ramp(_HAIR, p["hair_dark"]), _RED_TINT, red)
     grey = min(max((p["age"] - 0.3) / 0.7, 0.0), 1.0)
-    hair_now = _mix(hair, _GREY, 0.9 * grey)
+    # the red tint goes on after greying (at 60% for fully grey hair) and a fifth of the base
+    # colour stays, so grey hair still shows how red and how dark it was: with the tint under
+    # the grey, age hid the hair colour (the probe lost 0.4 std of hair_red under the true edit)
+    greyed = _mix(_ramp(_HAIR, p["hair_dark"]), _GREY, 0.8 * grey)
+    hair_now = _mix(greyed, _RED_TINT, red * (1.0 - 0.4 * grey))
     wr = min(max((p["age"] - 0.2) / 0.8, 0.0), 1.0)
     brow = _mix(_scale(hair, 0.55), (30, 22, 18), 0.55)
     return {
@@ -470,7 +475,7 @@ def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
         "skin_dark": _scale(skin, 0.86),
         "ear_in": _scale(skin, 0.78),
         "neck": _scale(skin, 0.84),
-        "nose": _scale(skin, 0.9),
+        "nose": _scale(skin, 0.8),  # dark enough to be worth drawing for a 64-px generator
         "nostril": _scale(skin, 0.45),
         "wrinkle": _scale(skin, 1.0 - 0.42 * wr),
         "hair": hair_now,
