@@ -460,13 +460,14 @@ def skin_color(tone: float) -> tuple[float, float, float]:
 
 def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
     skin = _ramp(_SKIN, p["skin_tone"])
+    base = _ramp(_HAIR, p["hair_dark"])
     red = 0.65 * p["hair_red"] * (1.0 - 0.6 * p["hair_dark"])
-    hair = _mix(_ramp(_HAIR, p["hair_dark"]), _RED_TINT, red)
+    hair = _mix(base, _RED_TINT, red)
     grey = min(max((p["age"] - 0.3) / 0.7, 0.0), 1.0)
     # the red tint goes on after greying (at 60% for fully grey hair) and a fifth of the base
     # colour stays, so grey hair still shows how red and how dark it was: with the tint under
     # the grey, age hid the hair colour (the probe lost 0.4 std of hair_red under the true edit)
-    greyed = _mix(_ramp(_HAIR, p["hair_dark"]), _GREY, 0.8 * grey)
+    greyed = _mix(base, _GREY, 0.8 * grey)
     hair_now = _mix(greyed, _RED_TINT, red * (1.0 - 0.4 * grey))
     wr = min(max((p["age"] - 0.2) / 0.8, 0.0), 1.0)
     brow = _mix(_scale(hair, 0.55), (30, 22, 18), 0.55)
