@@ -368,7 +368,10 @@ def direction_sweep(
     probe-measured target attribute), ``slope`` (least-squares change of the measured
     attribute per unit strength, averaged over faces), and the off-target movement: for each
     other attribute, the mean over faces of ``|probe(s) - probe(0)|`` at the sweep's largest
-    ``|s|`` (``off_target_max``, ``off_target_worst``), and the same at ``|s| = 1``.
+    ``|s|`` (``off_target_max``, ``off_target_worst``), and the same at ``|s| = 1``; and the
+    largest systematic part of it, ``|mean over faces of probe(s) - probe(0)|`` at
+    ``s = +-max|s|`` (``off_target_shift_max``, ``off_target_shift_worst``, at strength
+    ``off_target_shift_at``).
     """
     z = eval_latents(n_faces, seed, g.style_dim)
     dev = next(g.parameters()).device
@@ -466,6 +469,12 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
         return moves[others]
 
     smax = float(np.abs(strengths).max())
+    # the systematic part of the movement: |mean over faces of probe(s) - probe(0)| at each
+    # s = +-smax. The mean |difference| above also counts per-face jitter, which the probe
+    # shows even on the renderer's exact edits; a shift is the attribute moving on average.
+    ends = [i for i, v in enumerate(strengths) if np.isclose(abs(v), smax)]
+    shifts = np.stack([np.abs((readings[i] - base).mean(0))[others] for i in ends])
+    end, worst_shift = np.unravel_index(int(shifts.argmax()), shifts.shape)
     off_max = off(smax)
     off_1 = off(1.0) if np.any(np.isclose(np.abs(strengths), 1.0)) else off_max
     names = [R.ATTRIBUTE_NAMES[j] for j in others]
@@ -480,4 +489,7 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
         "off_target_worst": names[int(off_max.argmax())],
         "off_target_max_at_1": float(off_1.max()),
         "off_target_worst_at_1": names[int(off_1.argmax())],
+        "off_target_shift_max": float(shifts.max()),
+        "off_target_shift_worst": names[int(worst_shift)],
+        "off_target_shift_at": float(strengths[ends[int(end)]]),
     }

@@ -160,7 +160,16 @@ def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
     readings[:, :, R.ATTRIBUTE_INDEX["age"]] = s[:, None]
     st = M.sweep_statistics(readings, s, "age")
     assert st["spearman"] == pytest.approx(1.0) and st["slope"] == pytest.approx(1.0)
-    assert st["off_target_max"] == 0.0
+    assert st["off_target_max"] == 0.0 and st["off_target_shift_max"] == 0.0
+    # per-face jitter that cancels on average moves |d| but not the mean shift; a shift
+    # that only one end of the sweep shows is found there
+    jitter = readings.copy()
+    jitter[0, :, R.ATTRIBUTE_INDEX["jaw"]] = [0.5, -0.5]
+    jitter[2, :, R.ATTRIBUTE_INDEX["hair_red"]] = [0.3, 0.1]
+    st = M.sweep_statistics(jitter, s, "age")
+    assert st["off_target_max"] == pytest.approx(0.5) and st["off_target_worst"] == "jaw"
+    assert st["off_target_shift_max"] == pytest.approx(0.2)
+    assert st["off_target_shift_worst"] == "hair_red" and st["off_target_shift_at"] == 1.0
     with pytest.raises(ValueError):
         M.sweep_statistics(readings[[0, 2]], np.array([-1.0, 1.0]), "age")
 
