@@ -87,7 +87,7 @@ def main() -> None:
         # not a bar: the systematic part of the worst movement (see sweep_statistics)
         at = d["off_target_shift_at"]
         row(
-            f"{name}: {label}worst mean shift s={at:+.0f} ({d['off_target_shift_worst']})",
+            f"{name}: {label}worst mean shift s={at:+g} ({d['off_target_shift_worst']})",
             d["off_target_shift_max"],
             tag,
             None,
