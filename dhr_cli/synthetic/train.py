@@ -14,6 +14,8 @@ Stages (each resumable: intermediate results and checkpoints live in ``--work``,
    supervised regression ``G(mapping(z)) -> render(z)`` with L1 (features weighted up) +
    LPIPS-alex, plus a small linear head ``w -> u[:27]`` that keeps W linearly semantic.
    Noise strengths stay 0 (outputs do not depend on noise). An EMA of the weights is exported.
+   Optionally (``--generator-edit-weight``) the second half also trains ``G(mapping(z) + s d)``
+   to draw the renderer's exact edit of z, d the current W direction (see :func:`edit_batch`).
 3. ``probe``: :class:`~dhr_cli.synthetic.measure.AttributeProbe` (image -> 27 std-units).
 4. ``directions``: linear directions in W fitted on sampled latents with the renderer's known
    labels (see :func:`fit_directions`; by default the mean change of w per label, holding the
@@ -161,6 +163,8 @@ class Plan:
     encoder_latent_steps: int
     encoder_steps: int
     parser_steps: int
+    # weight of the edit-consistency term of the generator stage (0: off; see edit_batch)
+    generator_edit_weight: float = 0.0
 
     @classmethod
     def from_budget(cls, minutes: float, seed: int) -> Plan:
@@ -287,6 +291,34 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
 
 
+#: Attributes and strengths of the edit-consistency term (see edit_batch).
+EDIT_ATTRIBUTES = DIRECTION_ATTRIBUTES
+EDIT_MAX_STRENGTH = 2.0
+EDIT_BATCH = 16
+EDIT_REFIT_EVERY, EDIT_REFIT_N = 500, 4000
+
+
+def edit_batch(
+    seed: int, step: int, n: int, attributes: tuple[str, ...] = EDIT_ATTRIBUTES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh faces and their exact edits for the edit-consistency term.
+
+    Returns domain latents z (n, D), the edited attribute's index into ``attributes`` (n,),
+    the strength s ~ U(-2, 2) (n,) and the edited renderer latents (n, 27): ``z``'s face with
+    that one attribute moved by s std-units (it saturates where the renderer's range ends,
+    as the true edit does). Deterministic in (seed, step).
+    """
+    rng = np.random.default_rng([seed, 11, step])
+    z = rng.standard_normal((n, STYLE_DIM))
+    which = rng.integers(0, len(attributes), size=n)
+    s = rng.uniform(-EDIT_MAX_STRENGTH, EDIT_MAX_STRENGTH, size=n)
+    u = M.renderer_z(z)
+    edited = np.stack(
+        [R.edit_z(u[i : i + 1], attributes[which[i]], float(s[i]))[0] for i in range(n)]
+    )
+    return z.astype(np.float32), which, s.astype(np.float32), edited
+
+
 def make_data(plan: Plan, work: Path, workers: int) -> dict[str, Any]:
     """Render the face set (train + validation) and the parser set into ``work``."""
     faces = work / "faces.npz"
@@ -411,6 +443,8 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         f"generator: {total} steps of batch {batch}, {sum(p.numel() for p in g.parameters())} params"
     )
     running: dict[str, float] = {}
+    edit_weight, edit_start = plan.generator_edit_weight, total // 2
+    edit_dirs: torch.Tensor | None = ck.get("edit_dirs") if ck is not None else None
     for step in range(start, total):
         set_lr(opt, lr_at(step, total, base_lr))
         z, u, x, cls = train.batch(batch_indices(plan.seed, 10, step, len(train.z), batch))
@@ -420,17 +454,31 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         lp = perceptual(out, x).mean()
         lin = F.mse_loss(head(w), u)
         loss = l1 + lp + 0.1 * lin
+        terms = {"l1": l1, "lpips": lp, "linear": lin}
+        if edit_weight > 0 and step >= edit_start:
+            if (step - edit_start) % EDIT_REFIT_EVERY == 0 or edit_dirs is None:
+                # the directions as they stand (of the EMA, which is what gets exported)
+                with torch.no_grad():
+                    fitted, _ = fit_directions(
+                        ema, EDIT_ATTRIBUTES, n=EDIT_REFIT_N, seed=plan.seed + step
+                    )
+                edit_dirs = torch.cat([fitted[a] for a in EDIT_ATTRIBUTES])
+            terms["edit"] = edit_consistency_loss(
+                g, edit_dirs, edit_batch(plan.seed, step, EDIT_BATCH), perceptual
+            )
+            loss = loss + edit_weight * terms["edit"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         _ema_update(ema, g, min(0.998, (1 + step) / (10 + step)))
-        for k, v in (("l1", l1), ("lpips", lp), ("linear", lin)):
+        for k, v in terms.items():
             running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
         done = step + 1
         if done % 250 == 0 or done == total:
+            edit = f"edit {running['edit']:.4f} " if "edit" in running else ""
             log(
                 f"generator {done}/{total} l1 {running['l1']:.4f} lpips {running['lpips']:.4f} "
-                f"lin {running['linear']:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"lin {running['linear']:.3f} {edit}lr {opt.param_groups[0]['lr']:.2e} "
                 f"wall {clock.wall:.0f}s cpu {clock.cpu:.0f}s"
             )
         if done % 1000 == 0 or done == total:
@@ -444,6 +492,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
                     "ema": ema.state_dict(),
                     "head": head.state_dict(),
                     "opt": opt.state_dict(),
+                    "edit_dirs": edit_dirs,
                     "step": done,
                     "history": history,
                     "wall": clock.wall,
@@ -458,7 +507,13 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         "batch": batch,
         "lr": base_lr,
         "ema_decay": 0.998,
-        "loss": "L1 (x5 on eyes/brows/mouth, dilated) + LPIPS-alex + 0.1 * MSE(linear head(w), u27)",
+        "loss": "L1 (x5 on eyes/brows/mouth, dilated) + LPIPS-alex + 0.1 * MSE(linear head(w), u27)"
+        + (
+            f" + {edit_weight} * the same L1 + LPIPS of G(mapping(z) + s d) against the exact "
+            f"edit, from step {edit_start} (edit_batch)"
+            if edit_weight > 0
+            else ""
+        ),
         "val": history[-1] if history else {},
         "history": history,
         "wall_s": round(clock.wall, 1),
@@ -466,6 +521,28 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
     }
     atomic_save({"state": ema.state_dict(), "info": info}, final)
     return info
+
+
+def edit_consistency_loss(
+    g: nn.Module,
+    directions: torch.Tensor,
+    batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    perceptual: nn.Module,
+) -> torch.Tensor:
+    """L1 (features weighted up) + LPIPS between ``G(mapping(z) + s d)`` and the renderer's
+    exact edit of z (an :func:`edit_batch`; ``directions`` [len(attributes), D]).
+
+    Supervised regression alone makes each rendered face reachable, but a W direction is the
+    average change over faces, and where the renderer saturates (no grey hair below a third
+    of the age range) the generator is never shown what ``w + s d`` should draw: the age
+    direction made blond faces redder at s = -2. This term shows it."""
+    z, which, s, edited = batch
+    images, cls = R.render_batch(edited)
+    x = R.to_tensor(images)
+    shift = torch.from_numpy(s)[:, None] * directions[torch.from_numpy(which)]
+    out = g(g.mapping(torch.from_numpy(z)) + shift)
+    weights = feature_weights(torch.from_numpy(cls.astype(np.int64)))
+    return (weights * (out - x).abs()).mean() + perceptual(out, x).mean()
 
 
 def load_trained_generator(work: Path) -> nn.Module:
@@ -1134,6 +1211,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=DIRECTION_METHODS,
         help="how fit_directions turns the labels into W directions",
     )
+    ap.add_argument(
+        "--generator-edit-weight",
+        type=float,
+        default=0.0,
+        help="weight of the generator's edit-consistency term (0: off; see edit_batch)",
+    )
     ap.add_argument("--fresh", action="store_true", help="discard the work folder first")
     ap.add_argument(
         "--steps",
@@ -1149,6 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
         # a shorter schedule than the budget's (resuming keeps the steps already done)
         overrides = dict(item.split("=") for item in args.steps.split(","))
         plan = replace(plan, **{f"{k}_steps": int(v) for k, v in overrides.items()})
+    plan = replace(plan, generator_edit_weight=args.generator_edit_weight)
     work: Path = args.work
     if args.fresh and work.exists():
         shutil.rmtree(work)
