@@ -1244,6 +1244,9 @@ def main(argv: list[str] | None = None) -> int:
     old_plan = state.get("plan", asdict(plan))
     if (old_plan["budget_minutes"], old_plan["seed"]) != (plan.budget_minutes, plan.seed):
         raise SystemExit(f"{work} holds a run with another budget or seed; use --fresh")
+    if old_plan.get("generator_edit_weight", 0.0) != plan.generator_edit_weight:
+        # a resumed (or finished) generator would silently keep the other recipe
+        raise SystemExit(f"{work} holds a run with another --generator-edit-weight; use --fresh")
     state["plan"] = asdict(plan)
     wanted = set(args.stages.split(","))
     unknown = wanted - set(STAGES)
