@@ -462,18 +462,20 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
     slopes = (sc[:, None] * (target - target.mean(0))).sum(0) / (sc**2).sum()
     base = readings[list(strengths).index(0.0)]
     others = [j for j in range(R.Z_DIM) if j != k]
+    moved = (readings - base)[:, :, others]  # [strengths, faces, 26]
 
-    def off(at: float) -> np.ndarray:
-        idx = [i for i, s in enumerate(strengths) if abs(abs(s) - at) < 1e-9]
-        moves = np.stack([np.abs(readings[i] - base).mean(0) for i in idx]).max(0)
-        return moves[others]
+    def at(magnitude: float) -> list[int]:
+        return [i for i, s in enumerate(strengths) if abs(abs(s) - magnitude) < 1e-9]
+
+    def off(magnitude: float) -> np.ndarray:
+        return np.abs(moved[at(magnitude)]).mean(1).max(0)
 
     smax = float(np.abs(strengths).max())
     # the systematic part of the movement: |mean over faces of probe(s) - probe(0)| at each
     # s = +-smax. The mean |difference| above also counts per-face jitter, which the probe
     # shows even on the renderer's exact edits; a shift is the attribute moving on average.
-    ends = [i for i, v in enumerate(strengths) if np.isclose(abs(v), smax)]
-    shifts = np.stack([np.abs((readings[i] - base).mean(0))[others] for i in ends])
+    ends = at(smax)
+    shifts = np.abs(moved[ends].mean(1))
     end, worst_shift = np.unravel_index(int(shifts.argmax()), shifts.shape)
     off_max = off(smax)
     off_1 = off(1.0) if np.any(np.isclose(np.abs(strengths), 1.0)) else off_max

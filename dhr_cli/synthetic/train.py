@@ -458,10 +458,9 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         if edit_weight > 0 and step >= edit_start:
             if (step - edit_start) % EDIT_REFIT_EVERY == 0 or edit_dirs is None:
                 # the directions as they stand (of the EMA, which is what gets exported)
-                with torch.no_grad():
-                    fitted, _ = fit_directions(
-                        ema, EDIT_ATTRIBUTES, n=EDIT_REFIT_N, seed=plan.seed + step
-                    )
+                fitted, _ = fit_directions(
+                    ema, EDIT_ATTRIBUTES, n=EDIT_REFIT_N, seed=plan.seed + step
+                )
                 edit_dirs = torch.cat([fitted[a] for a in EDIT_ATTRIBUTES])
             terms["edit"] = edit_consistency_loss(
                 g, edit_dirs, edit_batch(plan.seed, step, EDIT_BATCH), perceptual
