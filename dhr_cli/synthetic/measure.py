@@ -478,7 +478,7 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
     shifts = np.abs(moved[ends].mean(1))
     end, worst_shift = np.unravel_index(int(shifts.argmax()), shifts.shape)
     off_max = off(smax)
-    off_1 = off(1.0) if np.any(np.isclose(np.abs(strengths), 1.0)) else off_max
+    off_1 = off(1.0) if at(1.0) else off_max
     names = [R.ATTRIBUTE_NAMES[j] for j in others]
     return {
         "attribute": attribute,

@@ -257,6 +257,13 @@ def feature_weights(classes: torch.Tensor, boost: float = 4.0) -> torch.Tensor:
     return 1.0 + boost * feat
 
 
+def image_loss(
+    out: torch.Tensor, x: torch.Tensor, classes: torch.Tensor, perceptual: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's image terms: L1 with the features weighted up, and LPIPS (batch means)."""
+    return (feature_weights(classes) * (out - x).abs()).mean(), perceptual(out, x).mean()
+
+
 # --------------------------------------------------------------------------------------------
 # Stage 1: data
 # --------------------------------------------------------------------------------------------
@@ -450,8 +457,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         z, u, x, cls = train.batch(batch_indices(plan.seed, 10, step, len(train.z), batch))
         w = g.mapping(z)
         out = g(w)
-        l1 = (feature_weights(cls) * (out - x).abs()).mean()
-        lp = perceptual(out, x).mean()
+        l1, lp = image_loss(out, x, cls, perceptual)
         lin = F.mse_loss(head(w), u)
         loss = l1 + lp + 0.1 * lin
         terms = {"l1": l1, "lpips": lp, "linear": lin}
@@ -540,8 +546,8 @@ def edit_consistency_loss(
     x = R.to_tensor(images)
     shift = torch.from_numpy(s)[:, None] * directions[torch.from_numpy(which)]
     out = g(g.mapping(torch.from_numpy(z)) + shift)
-    weights = feature_weights(torch.from_numpy(cls.astype(np.int64)))
-    return (weights * (out - x).abs()).mean() + perceptual(out, x).mean()
+    l1, lp = image_loss(out, x, torch.from_numpy(cls.astype(np.int64)), perceptual)
+    return l1 + lp
 
 
 def load_trained_generator(work: Path) -> nn.Module:
