@@ -242,7 +242,8 @@ PackOpt = Annotated[
     str | None,
     typer.Option(
         "--pack",
-        help="Model pack: ffhq (real photos, default) or synthetic (bundled, offline).",
+        help="Model pack: ffhq (real photos) or synthetic (bundled, offline). Default: the pack "
+        "of the input's project file, else ffhq.",
         rich_help_panel=_ENGINE,
         show_default=False,
     ),
@@ -359,15 +360,18 @@ def _device_str() -> str:
 
 
 def _pack_for(pack: str | None, inputs: list[Path]) -> str:
-    """--pack, else the pack of a project file given as input, else ffhq."""
+    """--pack, else the pack of an input's project file (given, or beside the photo), else ffhq.
+
+    Following the project keeps `dhr invert x.jpg --pack synthetic; dhr mask x.jpg` on one pack
+    instead of starting the project afresh with another.
+    """
     from .packs import check_pack_name
+    from .project import Project, project_path_for
 
     if pack is not None:
         return check_pack_name(pack)
-    for p in inputs:
-        if p.suffix == ".dhr" and p.is_file():
-            from .project import Project
-
+    for p in map(project_path_for, inputs):
+        if p.is_file():
             try:
                 found = Project.load(p).pack
             except DhrError:
@@ -576,6 +580,9 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}")
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
 def _run_engine(
     which: str,
     inputs: list[Path],
@@ -596,6 +603,18 @@ def _run_engine(
         from .errors import InputMissing
 
         raise InputMissing(f"not found: {inputs[0]}")
+    if output is not None and len(inputs) > 1 and output.suffix == ".dhr":
+        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
+    if output is not None and not output.is_dir() and output.suffix.lower() in _IMAGE_SUFFIXES:
+        # -o is a project file or a folder here; a folder named x.png is never what was meant
+        raise UsageError(
+            f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
+            hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
+        )
+    if len(inputs) == 1 and inputs[0].suffix != ".dhr":
+        from .faces import check_image
+
+        check_image(inputs[0])  # before any model loads or downloads
     pack_name = _pack_for(pack, inputs)
     seed_everything(s.seed)
     the_pack = load_pack(
@@ -611,8 +630,6 @@ def _run_engine(
     need = engine.needs(segment=segment)
     f = engine.options.faces
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
-    if output is not None and len(inputs) > 1 and output.suffix == ".dhr":
-        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
     many = len(inputs) > 1
     show = not s.quiet and not s.json
     if which == "invert":

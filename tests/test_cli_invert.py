@@ -74,6 +74,11 @@ def test_mask_then_invert_end_to_end(face: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] and project.stat().st_mtime_ns == before
 
+    # without --pack the photo's project decides the pack (offline ffhq would exit 5)
+    r = run_dhr("mask", str(face), "--offline", "--skip-existing", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["skipped"] and project.stat().st_mtime_ns == before
+
 
 def test_ffhq_offline_fails_fast_naming_the_files(face: Path, capsys) -> None:
     assert main(["invert", str(face), "--pack", "ffhq", "--offline"]) == 5
@@ -92,6 +97,9 @@ def test_ffhq_offline_fails_fast_naming_the_files(face: Path, capsys) -> None:
     [
         (["invert", "{missing}"], 3),
         (["invert", "{notimage}", "--pack", "synthetic"], 4),
+        # the image is checked before the (missing) ffhq models are looked for
+        (["invert", "{notimage}", "--pack", "ffhq", "--offline"], 4),
+        (["mask", "{face}", "--pack", "synthetic", "-o", "{tmp}/overlay.png"], 2),
         (["invert", "{face}", "--shard", "3/2"], 2),
         (["invert", "{face}", "--method", "magic"], 2),
         (["invert", "{face}", "--pivot", "x"], 2),
@@ -116,6 +124,7 @@ def test_bad_inputs_exit_codes(
         "notimage": tmp_path / "notimage.png",
         "face": face,
         "notsquare": tmp_path / "notsquare.png",
+        "tmp": tmp_path,
     }
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv]
     assert main(args) == code

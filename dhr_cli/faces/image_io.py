@@ -95,6 +95,31 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     corrupt or truncated, more than `max_pixels` pixels).
     """
     path = Path(path)
+    with _opened(path, max_pixels) as im:
+        try:
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise _too_large(path, max_pixels) from e
+        except MemoryError as e:
+            raise BadData(f"{path} is too large to decode in memory") from e
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
+            raise BadData(f"{path} is corrupt or truncated: {_first_line(e)}") from e
+        return _decode(im, path)
+
+
+def check_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """The header-only part of `load_image`'s checks, with the same errors.
+
+    Cheap, so a command can refuse a file that is no image before it loads (or downloads) any
+    model; a truncated body is found only when the pixels are decoded.
+    """
+    with _opened(Path(path), max_pixels):
+        pass
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """The lazily opened image (header read, size checked) under the pixel limit."""
     if not path.exists():
         raise InputMissing(f"image not found: {path}")
     if path.is_dir():
@@ -110,9 +135,6 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     with fh, _pixel_limit(max_pixels):
         try:
             im = Image.open(fh)
-            if im.size[0] * im.size[1] > max_pixels:
-                raise _too_large(path, max_pixels, im.size)
-            im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             raise _too_large(path, max_pixels) from e
         except UnidentifiedImageError as e:
@@ -120,11 +142,11 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
                 f"{path} is not an image file dhr can read",
                 hint="use JPEG, PNG, WebP, TIFF or BMP",
             ) from e
-        except MemoryError as e:
-            raise BadData(f"{path} is too large to decode in memory") from e
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
             raise BadData(f"{path} is corrupt or truncated: {_first_line(e)}") from e
-        return _decode(im, path)
+        if im.size[0] * im.size[1] > max_pixels:
+            raise _too_large(path, max_pixels, im.size)
+        yield im
 
 
 def photo_from_array(rgb: np.ndarray, *, alpha: np.ndarray | None = None) -> Photo:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from dhr_cli.errors import BadData, ExitCode, InputMissing, OutputError, UsageError
-from dhr_cli.faces import load_image, output_format, photo_from_array, save_image
+from dhr_cli.faces import check_image, load_image, output_format, photo_from_array, save_image
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,15 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, small: np.ndarray) -> None:
     assert Image.MAX_IMAGE_PIXELS == 89478485  # our limit is scoped, Pillow's default restored
     with pytest.raises(BadData, match="too large"):
         load_image(tmp_path / "good.jpg", max_pixels=100 * 100)
+
+    # the header-only check raises the same errors, except for a body cut short
+    for name, (kind, words) in cases.items():
+        if name == "truncated.jpg":
+            check_image(tmp_path / name)
+            continue
+        with pytest.raises(kind) as e:
+            check_image(tmp_path / name)
+        assert type(e.value) is kind and words in e.value.message, name
+    check_image(tmp_path / "good.jpg")
+    with pytest.raises(BadData, match="too large"):
+        check_image(tmp_path / "good.jpg", max_pixels=100 * 100)
