@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tarfile
 import time
 import urllib.error
@@ -770,6 +771,10 @@ def _http_get_once(url: str, partial: Path, expected_size: int | None, label: st
         raise _SourceFailed(f"HTTP {e.code} {e.reason} from {url}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
+        if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
+            # the name does not resolve (no network, or no DNS): waiting will not change that,
+            # unlike EAI_AGAIN ("temporary failure"), which is retried
+            raise _SourceFailed(f"cannot reach {url}: {reason} (no network?)") from e
         raise _Retryable(f"cannot reach {url}: {reason}") from e
 
     with resp:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.error
 import zipfile
 from contextlib import contextmanager
 from dataclasses import replace
@@ -287,6 +288,25 @@ def test_gives_up_after_retries(online: None, monkeypatch) -> None:
     add_entry(monkeypatch, urls=(f"http://127.0.0.1:{port}/x.bin",))
     with pytest.raises(ModelUnavailable, match="gave up after 4 attempts"):
         hub.fetch("test-model")
+
+
+def test_unknown_host_is_not_retried(online: None, monkeypatch) -> None:
+    import socket
+
+    calls: list[str] = []
+
+    class NoDns:
+        def open(self, req, timeout=None):
+            calls.append(req.full_url)
+            raise urllib.error.URLError(
+                socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            )
+
+    monkeypatch.setattr(hub, "_opener", NoDns)
+    add_entry(monkeypatch, urls=("https://models.invalid/x.bin",))
+    with pytest.raises(ModelUnavailable, match="no network"):
+        hub.fetch("test-model")
+    assert calls == ["https://models.invalid/x.bin"]
 
 
 def test_concurrent_processes_share_one_download(
