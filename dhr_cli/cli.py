@@ -1569,6 +1569,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command_obj.main(args=argv, prog_name="dhr", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == ExitCode.INTERRUPTED:
+            # typer turns Ctrl-C into a silent 130 before the handler below can see it
+            console.log.error("interrupted")
     except DhrError as e:
         console.log.error(str(e))
         if console.is_verbose():

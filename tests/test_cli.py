@@ -45,3 +45,23 @@ def test_usage_errors_exit_2_without_traceback(argv: list[str]) -> None:
 def test_global_options_work_after_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list", "--device", "bogus"]) == 2
     assert "invalid --device" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_and_says_so(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from dhr_cli import packs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(packs, "load_pack", interrupted)
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    assert main(["invert", str(photo), "--pack", "synthetic"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]

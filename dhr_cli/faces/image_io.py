@@ -123,7 +123,10 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     if not path.exists():
         raise InputMissing(f"image not found: {path}")
     if path.is_dir():
-        raise InputMissing(f"expected an image file, got a directory: {path}")
+        raise InputMissing(
+            f"expected an image file, got a directory: {path}",
+            hint=f"give the photos in it: {Path(path, '*.jpg')} (the shell expands the pattern)",
+        )
     try:
         size = path.stat().st_size
         fh = path.open("rb")
