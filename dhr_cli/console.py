@@ -78,8 +78,18 @@ def print_data(text: str) -> None:
 
 
 def print_renderable(obj: Any) -> None:
-    """A rich renderable (table, panel) to stdout."""
-    _state.out.print(obj)
+    """A rich renderable (table, panel) to stdout.
+
+    Into a pipe or file it gets the width it needs: rich would otherwise assume 80 columns and
+    cut names short ("stylegan2-ffhq-1…"), which scripts cannot use.
+    """
+    out = _state.out
+    if out.is_terminal:
+        out.print(obj)
+        return
+    natural = out.measure(obj, options=out.options.update_width(4096)).maximum
+    wide = Console(highlight=False, soft_wrap=True, width=max(out.width, natural), file=out.file)
+    wide.print(obj)
 
 
 def print_json(data: Any) -> None:

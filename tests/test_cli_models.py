@@ -70,6 +70,15 @@ def test_list_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list", "--pack", "nope"]) == 2
 
 
+def test_list_table_in_a_pipe_is_not_cut_to_80_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out and "stylegan2-ffhq-1024 " in out and "installed" in out
+
+
 def test_download_offline_fails_with_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "download", "stylegan2-ffhq-1024"]) == 5
     err = capsys.readouterr().err
