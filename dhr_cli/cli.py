@@ -10,6 +10,7 @@ Global options (--device, --quiet, --verbose, --json, --seed, --models-dir,
 
 import functools
 import inspect
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -712,11 +713,19 @@ def mask_cmd(
 _EDITS = "Edits"
 
 
+def _finite(value: float | None) -> float | None:
+    # float options take 'nan' and 'inf'; an edit by either is a black or broken image
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def _strength_opt(name: str, what: str) -> Any:
     return Annotated[
         float | None,
         typer.Option(
             f"--{name}",
+            callback=_finite,
             help=f"{what} (strength; ffhq: distance in W along the unit InterFaceGAN direction, "
             "synthetic: std-units of the attribute).",
             rich_help_panel=_EDITS,
@@ -1345,7 +1354,11 @@ def demo_cmd(
     ] = Path("dhr-demo"),
     smile: Annotated[
         float,
-        typer.Option("--smile", help="Strength of the smile edit (std-units of the renderer)."),
+        typer.Option(
+            "--smile",
+            help="Strength of the smile edit (std-units of the renderer).",
+            callback=_finite,
+        ),
     ] = 2.0,
 ) -> None:
     """Offline demo on the bundled synthetic face domain: invert an occluded synthetic photo

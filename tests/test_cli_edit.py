@@ -168,6 +168,10 @@ def test_list_shows_the_packs_directions(
         (["edit", "{f0}", "{f1}", "--edit", "nosuch=1"], 2),  # ... for the whole batch
         (["edit", "{f0}", "{f1}", "--direction", "{wide}"], 4),
         (["edit", "{f0}", "--smile", "abc"], 2),  # strength not a number
+        (["edit", "{f0}", "--smile", "nan"], 2),  # ... or not finite
+        (["edit", "{f0}", "--age", "-inf"], 2),
+        (["edit", "{f0}", "--edit", "smile=inf"], 2),
+        (["demo", "--smile", "nan"], 2),
         (["edit", "{f0}", "--edit", "smile=abc"], 2),
         (["edit", "{f0}", "--direction", "{wide}"], 4),  # an ffhq-sized direction
         (["edit", "{f0}", "--direction", "{badshape}"], 4),  # wrong shape
