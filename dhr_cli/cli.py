@@ -581,9 +581,6 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{name} {value!r} is not one of: {', '.join(choices)}")
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-
-
 def _run_engine(
     which: str,
     inputs: list[Path],
@@ -595,6 +592,7 @@ def _run_engine(
     from_mask: Path | None = None,
 ) -> None:
     from . import console
+    from .faces.image_io import IMAGE_SUFFIXES, check_image
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import Engine, EngineOptions, invert_photo, mask_photo, run_batch
     from .runtime import seed_everything
@@ -606,15 +604,13 @@ def _run_engine(
         raise InputMissing(f"not found: {inputs[0]}")
     if output is not None and len(inputs) > 1 and output.suffix == ".dhr":
         raise UsageError("-o FILE.dhr works with one input; give a folder for several")
-    if output is not None and not output.is_dir() and output.suffix.lower() in _IMAGE_SUFFIXES:
+    if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
         # -o is a project file or a folder here; a folder named x.png is never what was meant
         raise UsageError(
             f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
             hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
         )
     if len(inputs) == 1 and inputs[0].suffix != ".dhr":
-        from .faces import check_image
-
         check_image(inputs[0])  # before any model loads or downloads
     pack_name = _pack_for(pack, inputs)
     seed_everything(s.seed)

@@ -51,6 +51,8 @@ _FORMAT_ALIASES = {
     "BMP": "BMP",
 }
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+# File name suffixes that name an image (what `-o` of invert/mask must not be taken for)
+IMAGE_SUFFIXES = tuple(f".{k.lower()}" for k in _FORMAT_ALIASES if k != "MPO")
 _DEFAULT_QUALITY = 95
 
 
