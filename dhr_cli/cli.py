@@ -367,14 +367,14 @@ def _pack_for(pack: str | None, inputs: list[Path]) -> str:
     instead of starting the project afresh with another.
     """
     from .packs import check_pack_name
-    from .project import Project, project_path_for
+    from .project import project_path_for, read_metadata
 
     if pack is not None:
         return check_pack_name(pack)
     for p in map(project_path_for, inputs):
         if p.is_file():
             try:
-                found = Project.load(p).pack
+                found = read_metadata(p).get("pack")  # the header only: no tensors, no torch
             except DhrError:
                 continue
             if found:
@@ -595,6 +595,7 @@ def _run_engine(
     from .faces.image_io import IMAGE_SUFFIXES, check_image
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import Engine, EngineOptions, invert_photo, mask_photo, run_batch
+    from .project import SUFFIX
     from .runtime import seed_everything
 
     s = _settings()
@@ -602,7 +603,7 @@ def _run_engine(
         from .errors import InputMissing
 
         raise InputMissing(f"not found: {inputs[0]}")
-    if output is not None and len(inputs) > 1 and output.suffix == ".dhr":
+    if output is not None and len(inputs) > 1 and output.suffix == SUFFIX:
         raise UsageError("-o FILE.dhr works with one input; give a folder for several")
     if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
         # -o is a project file or a folder here; a folder named x.png is never what was meant
@@ -610,7 +611,7 @@ def _run_engine(
             f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
             hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
         )
-    if len(inputs) == 1 and inputs[0].suffix != ".dhr":
+    if len(inputs) == 1 and inputs[0].suffix != SUFFIX:
         check_image(inputs[0])  # before any model loads or downloads
     pack_name = _pack_for(pack, inputs)
     seed_everything(s.seed)
@@ -1578,9 +1579,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command_obj.main(args=argv, prog_name="dhr", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
-        if code == ExitCode.INTERRUPTED:
-            # typer turns Ctrl-C into a silent 130 before the handler below can see it
-            console.log.error("interrupted")
     except DhrError as e:
         console.log.error(str(e))
         if console.is_verbose():
@@ -1592,7 +1590,6 @@ def main(argv: list[str] | None = None) -> int:
         e.show()
         code = int(ExitCode.USAGE) if isinstance(e, click_exc.UsageError) else int(e.exit_code or 1)
     except (KeyboardInterrupt, typer.Abort):
-        console.log.error("interrupted")
         code = int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # `dhr models list | head`: the reader went away; not an error worth a message
@@ -1604,6 +1601,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             console.log.info("rerun with --verbose for a traceback, and please report it")
         code = int(ExitCode.INTERNAL)
+    if code == ExitCode.INTERRUPTED:
+        # also for the silent Exit(130) that typer makes of a Ctrl-C inside a command
+        console.log.error("interrupted")
     return code
 
 
