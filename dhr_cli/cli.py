@@ -681,8 +681,10 @@ def mask_cmd(
     detector: DetectorOpt = "retinaface",
     fast: FastOpt = False,
 ) -> None:
-    """Domain-Specific Segmentation: compute the in-domain mask, store it in the project and
-    write an overlay PNG (<stem>.mask.png; red = out-of-domain, kept as in the photo)."""
+    """Domain-Specific Segmentation: store the in-domain mask in the project, write an overlay.
+
+    The overlay is <stem>.mask.png: red = out-of-domain, kept as in the photo.
+    """
     from .pipeline import FaceOptions, parse_shard
 
     if not inputs:
@@ -1211,9 +1213,11 @@ def bench_cmd(
     pivot_steps: _step_opt("pivot-steps", "PTI pivot projection steps") = None,
     weight_steps: _step_opt("weight-steps", "DHR steps that update the generator weights") = None,
 ) -> None:
-    """Invert every image with every method and report fidelity (MSE, LPIPS-Alex at 256 px and
-    at full size, PSNR, identity), time per stage, peak memory and, on the synthetic set,
-    segmentation IoU and edit error against the true edited images, per stratum.
+    """Invert every image with every method and report fidelity, speed, memory and editing.
+
+    Fidelity is MSE, LPIPS-Alex at 256 px and at full size, PSNR and identity; then time per
+    stage, peak memory and, on the synthetic set, segmentation IoU and edit error against the
+    true edited images, per stratum.
 
     Outputs: a table (or --json); report.md, chart.png, grid.png, results.json in --report.
     Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
@@ -1320,8 +1324,10 @@ def bench_merge_cmd(
         ),
     ] = False,
 ) -> None:
-    """Combine the results of `dhr bench --shard K/N -o FILE` runs into the results of one
-    whole run: the same per-image records, aggregates recomputed from them."""
+    """Combine the results of `dhr bench --shard K/N -o FILE` runs into one whole run.
+
+    The per-image records are kept as they are; the aggregates are recomputed from them.
+    """
     from . import console
     from .bench import load_results, merge_results
 
@@ -1358,8 +1364,11 @@ def demo_cmd(
         ),
     ] = 2.0,
 ) -> None:
-    """Offline demo on the bundled synthetic face domain: invert an occluded synthetic photo
-    with DHR, edit its smile, and compare with the true edit (demo.png shows all of it)."""
+    """Offline demo on the bundled synthetic faces: invert, edit the smile, compare with the truth.
+
+    An occluded synthetic photo is inverted with DHR, its smile edited, and the edit compared with
+    the true edit; demo.png shows all of it.
+    """
     from . import console
     from .demo import run_demo
     from .runtime import seed_everything

@@ -27,6 +27,25 @@ def test_help_does_not_import_torch() -> None:
     assert "invert" in r.stdout and "Exit codes" in r.stdout
 
 
+def _commands(group, path=()):
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield (*path, name), cmd
+        yield from _commands(cmd, (*path, name))
+
+
+def test_command_summaries_are_one_line() -> None:
+    # The command lists show a command's first help paragraph with its line breaks kept, so a
+    # summary wrapped in the docstring comes out broken mid-sentence.
+    import typer.main
+
+    from dhr_cli.cli import app
+
+    group = typer.main.get_command(app)
+    for path, cmd in _commands(group):
+        summary = (cmd.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary, f"dhr {' '.join(path)}: {summary!r}"
+
+
 def test_version() -> None:
     r = run_dhr("--version")
     assert r.returncode == 0
