@@ -360,6 +360,23 @@ def _device_str() -> str:
     return str(resolve_device(_settings().device))
 
 
+def _without_own_outputs(inputs: list[Path]) -> list[Path]:
+    """A batch leaves out the images dhr wrote beside inverted photos (photo.recon.jpg,
+    photo.mask.png, photo.smile+1.5.jpg) that a glob over the photos' folder picks up."""
+    if len(inputs) < 2:
+        return inputs
+    from . import console
+    from .pipeline import drop_own_outputs
+
+    kept, dropped = drop_own_outputs(inputs)
+    if not kept:  # only dhr's images, named on purpose
+        return inputs
+    if dropped:
+        shown = ", ".join(map(str, dropped[:3])) + (" ..." if len(dropped) > 3 else "")
+        console.log.info(f"leaving out {len(dropped)} image(s) that dhr wrote: {shown}")
+    return kept
+
+
 def _pack_for(pack: str | None, inputs: list[Path]) -> str:
     """--pack, else the pack of an input's project file (given, or beside the photo), else ffhq.
 
@@ -599,6 +616,7 @@ def _run_engine(
     from .runtime import seed_everything
 
     s = _settings()
+    inputs = _without_own_outputs(inputs)
     if len(inputs) == 1 and not inputs[0].exists():
         from .errors import InputMissing
 
@@ -902,7 +920,7 @@ def edit_cmd(
     )
     if frames and request.sweep is None:
         raise UsageError("--frames goes with --sweep")
-    inputs = list(inputs or [])
+    inputs = _without_own_outputs(list(inputs or []))
     session = EditSession(
         request,
         output=output,
@@ -1239,6 +1257,7 @@ def bench_cmd(
             "give photos to benchmark on, or --synthetic N",
             hint="dhr bench --synthetic 24  (or: dhr bench photos/*.jpg)",
         )
+    inputs = _without_own_outputs(inputs)
     missing = [p for p in inputs if not p.is_file()]
     if missing:
         raise InputMissing(

@@ -635,6 +635,46 @@ def output_paths(
     )
 
 
+_OWN_IMAGE = re.compile(r"(?:face\d+\.)?(?:recon|mask)")
+
+
+def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split a batch into (inputs, dhr's own outputs) so that `dhr edit photos/*.jpg` after
+    `dhr invert photos/*.jpg` does not take photo.recon.jpg for a photo.
+
+    An own output is <stem>.recon.<ext>, <stem>.mask.png (with .face<k> for further faces) or
+    <stem>.<edit tag>.<ext>, where a photo <stem>.<ext> has its project in the same folder and
+    the file has none of its own. Each folder is listed once.
+    """
+    from .method.edit import is_edit_tag
+    from .project import SUFFIX
+
+    inverted: dict[Path, set[str]] = {}  # folder -> stems of its photos that have a project
+
+    def stems(folder: Path) -> set[str]:
+        if folder not in inverted:
+            names = [p.name[: -len(SUFFIX)] for p in folder.glob("*" + SUFFIX)]
+            inverted[folder] = {Path(re.sub(r"\.face\d+$", "", n)).stem for n in names}
+        return inverted[folder]
+
+    def own(path: Path) -> bool:
+        base, dot, _ = path.name.rpartition(".")
+        if not dot or path.suffix == SUFFIX or path.with_name(path.name + SUFFIX).exists():
+            return False
+        parts = base.split(".")
+        for i in range(1, len(parts)):
+            stem, middle = ".".join(parts[:i]), ".".join(parts[i:])
+            if (_OWN_IMAGE.fullmatch(middle) or is_edit_tag(middle)) and stem in stems(path.parent):
+                return True
+        return False
+
+    kept: list[Path] = []
+    dropped: list[Path] = []
+    for p in paths:
+        (dropped if own(Path(p)) else kept).append(Path(p))
+    return kept, dropped
+
+
 def recon_extension(photo: Photo, fmt: str | None) -> str:
     """File extension of the reconstruction: the photo's own for its format, else the format's."""
     from .faces import SAVE_FORMATS, output_format

@@ -220,6 +220,35 @@ def test_bad_inputs_exit_codes(
     assert sorted(p.name for p in inverted.iterdir()) == before  # nothing written
 
 
+def test_a_glob_after_invert_leaves_out_dhrs_own_images(work: Path, capsys) -> None:
+    # the README's `dhr invert photos/*.jpg` then `dhr edit photos/*.jpg --smile 1.5 -o edited/`:
+    # the second glob also matches f0.recon.png, f0.mask.png and earlier edits
+    assert main(["edit", str(work / "f0.png"), "--smile", "1", "--quiet"]) == 0
+    photos = sorted(p for p in work.iterdir() if p.suffix == ".png")
+    assert len(photos) > 2
+    edited = work / "edited"
+    argv = ["edit", *map(str, photos), "--smile", "1.5", "-o", f"{edited}/", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in edited.iterdir()) == ["f0.smile+1.5.png", "f1.smile+1.5.png"]
+    assert main(["invert", *map(str, photos), *FAST, "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "leaving out" in err and err.count("skipped (outputs exist)") == 2
+    assert not any(p.name.endswith(".recon.png.dhr") for p in work.iterdir())
+
+
+def test_output_onto_an_input_is_refused_and_the_input_kept(
+    work: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    photo, project = work / "f0.png", work / "f0.png.dhr"
+    before = {p: p.read_bytes() for p in (photo, project)}
+    monkeypatch.chdir(work)  # a relative -o naming the photo is the photo too
+    for target in (photo, project, Path("f0.png")):
+        for given in (photo, project):
+            assert main(["edit", str(given), "--smile", "1", "-o", str(target)]) == 2
+            assert "would be overwritten" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+
+
 @pytest.mark.slow
 def test_shell_loop_invert_then_edit(tmp_path: Path) -> None:
     """The README's loop, literally, on three synthetic photos (fast invert options)."""

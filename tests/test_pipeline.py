@@ -15,6 +15,7 @@ from dhr_cli.faces import ffhq_quad
 from dhr_cli.pipeline import (
     Engine,
     EngineOptions,
+    drop_own_outputs,
     import_mask,
     invert_photo,
     landmarks_for_quad,
@@ -90,6 +91,31 @@ def test_output_paths(tmp_path: Path) -> None:
     assert o.project == tmp_path / "x.dhr" and o.recon.parent == tmp_path
     with pytest.raises(UsageError):
         output_paths(photo, tmp_path / "x.dhr", many=True, fmt_ext=".jpg")
+
+
+def test_drop_own_outputs(tmp_path: Path) -> None:
+    names = [
+        "a.jpg", "a.jpg.dhr", "a.jpg.face2.dhr", "a.recon.jpg", "a.mask.png", "a.face2.recon.jpg",
+        "a.face2.mask.png", "a.smile+1.5_age-1.jpg", "a.sweep-smile-3to+3x7.jpg",
+        "a.2024-05-01.jpg",  # a photo of its own, not a tag
+        "b.jpg", "b.recon.jpg",  # b was never inverted: b.recon.jpg is a photo
+        "c.d.png", "c.d.png.dhr", "c.d.recon.png", "c.recon.png",  # stem with a dot
+        "e.recon.jpg", "e.recon.jpg.dhr", "e.jpg", "e.jpg.dhr",  # inverted on purpose: kept
+    ]  # fmt: skip
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    inputs = [tmp_path / n for n in names if not n.endswith(".dhr")]
+    kept, dropped = drop_own_outputs(inputs)
+    assert [p.name for p in dropped] == [
+        "a.recon.jpg", "a.mask.png", "a.face2.recon.jpg", "a.face2.mask.png",
+        "a.smile+1.5_age-1.jpg", "a.sweep-smile-3to+3x7.jpg", "c.d.recon.png",
+    ]  # fmt: skip
+    assert [p.name for p in kept] == [
+        "a.jpg", "a.2024-05-01.jpg", "b.jpg", "b.recon.jpg", "c.d.png", "c.recon.png",
+        "e.recon.jpg", "e.jpg",
+    ]  # fmt: skip
+    # a project written with -o elsewhere does not make its photo's neighbours outputs
+    assert drop_own_outputs([tmp_path / "b.jpg", tmp_path / "b.recon.jpg"])[1] == []
 
 
 def test_stored_quad_recreates_the_alignment() -> None:

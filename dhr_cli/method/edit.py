@@ -810,6 +810,21 @@ def edit_tag(edits: Sequence[Edit], rows: tuple[int, int] | None = None) -> str:
     return tag
 
 
+# A signed strength as _fmt writes it, one edit's tag, and whole tags as edit_tag and Sweep.tag
+# build them (names start with a letter so that dates such as 2024-05-01 are not taken for tags).
+_NUM = r"[+-](?:\d+(?:\.\d+)?(?:e[+-]\d+)?|inf)"
+_ONE_EDIT = rf"[A-Za-z][\w.-]*?{_NUM}"
+_TAG = re.compile(
+    rf"(?:sweep-[A-Za-z][\w.-]*?{_NUM}to{_NUM}x\d+|{_ONE_EDIT})(?:_{_ONE_EDIT})*(?:_rows\d+-\d+)?"
+    r"|.+~[0-9a-f]{8}"
+)
+
+
+def is_edit_tag(text: str) -> bool:
+    """Whether `text` is a tag `dhr edit` puts in its file names ('smile+1.5_age-1', ...)."""
+    return _TAG.fullmatch(text) is not None
+
+
 # ============================================================================ files
 
 
@@ -1104,6 +1119,7 @@ class EditSession:
                 [strip_path.parent / f"{stem}.{t}{ext}" for t in tags] if self.frames else []
             )
         wanted = ([strip_path] if strip_path is not None else []) + frame_paths
+        _refuse_overwriting(wanted, [p for p in (photo_path, *paths) if p is not None])
         record: dict[str, Any] = {
             "input": str(arg),
             "project": str(main.path),
@@ -1200,6 +1216,19 @@ class EditSession:
         """`dhr edit --list` for one pack (nothing is downloaded: FFHQ files show as cached
         or not)."""
         return self.library(pack_name).listing()
+
+
+def _refuse_overwriting(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """UsageError when an output would replace the photo or a project being edited (-o photo.jpg
+    would otherwise lose the original for good)."""
+    for out in outputs:
+        for src in inputs:
+            same = os.path.samefile(out, src) if out.exists() else out.resolve() == src.resolve()
+            if same:
+                raise UsageError(
+                    f"the output {out} is an input of this edit ({src}); it would be overwritten",
+                    hint="give another file or a folder with -o",
+                )
 
 
 def _edit_name(e: Edit) -> str:

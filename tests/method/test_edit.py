@@ -25,6 +25,7 @@ from dhr_cli.method.edit import (
     as_rows,
     edit_blend_mask,
     edit_tag,
+    is_edit_tag,
     latest_project,
     load_direction_file,
     parse_direction_arg,
@@ -160,6 +161,29 @@ def test_edit_tags() -> None:
     assert edit_tag([GanspaceEdit(2, 3, 6, -4.5, pca)]) == "ganspace2r3-6-4.5"
     long = [LinearEdit(Direction(f"d{i}" * 10, torch.zeros(1, 4), "t"), 1.0) for i in range(10)]
     assert len(edit_tag(long)) <= 120
+
+
+def test_every_edit_tag_is_recognised_and_dates_are_not() -> None:
+    # batches leave out dhr's own images by these tags (pipeline.drop_own_outputs)
+    smile = Direction("smile", torch.zeros(1, 4), "t")
+    eye = Direction("eye_open", torch.zeros(1, 4), "t")
+    pca = GanspacePCA(torch.zeros(1, 4), torch.zeros(3, 4), torch.ones(3))
+    sweep = parse_sweep("smile=-3:2.5:7")
+    long = [LinearEdit(Direction(f"d{i}" * 10, torch.zeros(1, 4), "t"), 1.0) for i in range(10)]
+    tags = [
+        edit_tag([LinearEdit(smile, 1.5), LinearEdit(eye, -1.0)]),
+        edit_tag([LinearEdit(smile, 1e-5)]),
+        edit_tag([LinearEdit(smile, 2.0)], rows=(0, 4)),
+        edit_tag([GanspaceEdit(54, 7, 8, 20.0, pca, preset="eyes")]),
+        edit_tag([GanspaceEdit(2, 3, 6, -4.5, pca)]),
+        sweep.tag,
+        sweep.tag + "_" + edit_tag([LinearEdit(eye, 1.0)], rows=(2, 5)),
+        edit_tag(long),
+    ]
+    for tag in tags:
+        assert is_edit_tag(tag), tag
+    for name in ("recon", "2024-05-01", "v2-final", "holiday", "IMG_0042"):
+        assert not is_edit_tag(name), name
 
 
 def test_strip_image() -> None:
