@@ -361,8 +361,9 @@ def _device_str() -> str:
 
 
 def _without_own_outputs(inputs: list[Path]) -> list[Path]:
-    """A batch leaves out the images dhr wrote beside inverted photos (photo.recon.jpg,
-    photo.mask.png, photo.smile+1.5.jpg) that a glob over the photos' folder picks up."""
+    """A batch leaves out the files dhr wrote beside inverted photos (photo.recon.jpg,
+    photo.mask.png, photo.smile+1.5.jpg, and photo.jpg.dhr when photo.jpg is in the batch too)
+    that a glob over the photos' folder picks up."""
     if len(inputs) < 2:
         return inputs
     from . import console
@@ -373,7 +374,7 @@ def _without_own_outputs(inputs: list[Path]) -> list[Path]:
         return inputs
     if dropped:
         shown = ", ".join(map(str, dropped[:3])) + (" ..." if len(dropped) > 3 else "")
-        console.log.info(f"leaving out {len(dropped)} image(s) that dhr wrote: {shown}")
+        console.log.info(f"leaving out {len(dropped)} file(s) that dhr wrote: {shown}")
     return kept
 
 

@@ -644,7 +644,8 @@ def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
 
     An own output is <stem>.recon.<ext>, <stem>.mask.png (with .face<k> for further faces) or
     <stem>.<edit tag>.<ext>, where a photo <stem>.<ext> has its project in the same folder and
-    the file has none of its own. Each folder is listed once.
+    the file has none of its own; and a project file whose photo is in the batch too (`photos/*`
+    would otherwise do each photo twice). Each folder is listed once.
     """
     from .method.edit import is_edit_tag
     from .project import SUFFIX
@@ -657,9 +658,14 @@ def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
             inverted[folder] = {Path(re.sub(r"\.face\d+$", "", n)).stem for n in names}
         return inverted[folder]
 
+    batch = {Path(p).absolute() for p in paths}
+
     def own(path: Path) -> bool:
+        if path.suffix == SUFFIX:
+            photo = re.sub(r"\.face\d+$", "", path.name[: -len(SUFFIX)])
+            return path.with_name(photo).absolute() in batch
         base, dot, _ = path.name.rpartition(".")
-        if not dot or path.suffix == SUFFIX or path.with_name(path.name + SUFFIX).exists():
+        if not dot or path.with_name(path.name + SUFFIX).exists():
             return False
         parts = base.split(".")
         for i in range(1, len(parts)):

@@ -116,6 +116,12 @@ def test_drop_own_outputs(tmp_path: Path) -> None:
     ]  # fmt: skip
     # a project written with -o elsewhere does not make its photo's neighbours outputs
     assert drop_own_outputs([tmp_path / "b.jpg", tmp_path / "b.recon.jpg"])[1] == []
+    # `photos/*` names a photo and its projects: the photo stands for them
+    everything = [tmp_path / n for n in ("a.jpg", "a.jpg.dhr", "a.jpg.face2.dhr", "c.d.png.dhr")]
+    assert drop_own_outputs(everything) == (
+        [tmp_path / "a.jpg", tmp_path / "c.d.png.dhr"],
+        [tmp_path / "a.jpg.dhr", tmp_path / "a.jpg.face2.dhr"],
+    )
 
 
 def test_stored_quad_recreates_the_alignment() -> None:
