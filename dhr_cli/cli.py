@@ -669,7 +669,7 @@ def _run_engine(
             )
 
     console.log.debug(f"pack {pack_name} on {the_pack.device}: {the_pack.describe()}")
-    result = run_batch(inputs, work, shard=shard, label=which)
+    result = run_batch(inputs, work, shard=shard, label=which, output=output)
     _report_batch(result, which)
 
 
@@ -958,7 +958,7 @@ def edit_cmd(
         console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
         inputs = [found]
     session.prepare(shard_items(inputs, shard_kn))
-    result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit")
+    result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", output=output)
     if s.json:
         console.print_json(result.to_json())
     else:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BadData, DhrError, InputMissing, PartialFailure, UsageError
+from .errors import BadData, DhrError, InputMissing, OutputError, PartialFailure, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -695,8 +695,6 @@ def recon_extension(photo: Photo, fmt: str | None) -> str:
 
 def ensure_folder(path: Path) -> None:
     """Create the folder a file will be written into (OutputError when impossible)."""
-    from .errors import OutputError
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -1047,27 +1045,60 @@ class BatchResult:
         )
 
 
+def output_collisions(inputs: Sequence[Path], output: str | Path | None) -> dict[Path, Path]:
+    """Inputs whose outputs would replace those of an earlier input of the batch, each mapped to
+    that input: every file dhr writes for a photo is named after its stem (project, recon, mask,
+    edits), in -o DIR or beside the photo, so x/a.jpg and y/a.jpg with -o out/ (or a.jpg and
+    a.png in one folder) would collide. Computed over the whole batch, so shards agree."""
+    from .project import SUFFIX
+
+    first: dict[tuple[Path, str], Path] = {}
+    clashes: dict[Path, Path] = {}
+    for p in map(Path, inputs):
+        name = p.name
+        if name.endswith(SUFFIX):
+            name = re.sub(r"\.face\d+$", "", name[: -len(SUFFIX)])
+        folder = Path(output) if output is not None else p.parent
+        key = (folder.absolute(), Path(name).stem)
+        earlier = first.setdefault(key, p)
+        if earlier.absolute() != p.absolute():
+            clashes[p] = earlier
+    return clashes
+
+
 def run_batch(
     inputs: Iterable[Path],
     work: Callable[[Path], dict[str, Any]],
     *,
     shard: tuple[int, int] | None = None,
     label: str = "invert",
+    output: str | Path | None = None,
 ) -> BatchResult:
     """Run `work` on each input of this shard, continuing past failures (DhrErrors).
 
     Raises the error itself when the only input failed; with several inputs the failures are
     collected (`BatchResult.raise_for_failures` turns them into PartialFailure after the caller
-    has reported the rest). Ctrl-C stops at once (files already written stay complete).
+    has reported the rest). An input whose outputs would replace an earlier one's (same stem,
+    same output folder: `output_collisions`) fails instead of overwriting them. Ctrl-C stops at
+    once (files already written stay complete).
     """
     from . import console
 
-    items = shard_items(list(inputs), shard)
+    inputs = list(inputs)
+    clashes = output_collisions(inputs, output) if len(inputs) > 1 else {}
+    items = shard_items(inputs, shard)
     result = BatchResult([], [], [], total=len(items))
     for i, path in enumerate(items, start=1):
         if len(items) > 1:
             console.log.info(f"[{i}/{len(items)}] {label} {path}")
         try:
+            if Path(path) in clashes:
+                where = output if output is not None else Path(path).parent
+                raise OutputError(
+                    f"its outputs would replace those of {clashes[Path(path)]} in {where} "
+                    "(the same name)",
+                    hint="give it a folder of its own with -o, or rename it",
+                )
             rec = work(Path(path))
         except DhrError as e:
             if len(items) == 1:

@@ -129,3 +129,18 @@ def test_bad_inputs_exit_codes(
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv]
     assert main(args) == code
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_same_named_photos_into_one_folder_keep_the_first(
+    face: Path, tmp_path: Path, capsys
+) -> None:
+    # x/face.png and y/face.png with -o out/ would both write out/face.png.dhr
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "face.png").write_bytes(face.read_bytes())
+    out = tmp_path / "out"
+    argv = ["mask", str(tmp_path / "x/face.png"), str(tmp_path / "y/face.png"), *FAST]
+    assert main([*argv, "-o", f"{out}/"]) == 7
+    err = capsys.readouterr().err
+    assert "would replace those of" in err and "1 of 2 inputs failed" in err
+    assert Project.load(out / "face.png.dhr").source_path == str(tmp_path / "x/face.png")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dhr_cli.errors import BadData, InputMissing, PartialFailure, UsageError
+from dhr_cli.errors import BadData, InputMissing, OutputError, PartialFailure, UsageError
 from dhr_cli.faces import ffhq_quad
 from dhr_cli.pipeline import (
     Engine,
@@ -21,6 +21,7 @@ from dhr_cli.pipeline import (
     landmarks_for_quad,
     mask_overlay,
     mask_photo,
+    output_collisions,
     output_paths,
     parse_shard,
     parse_tau,
@@ -152,6 +153,30 @@ def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
     with pytest.raises(BadData):  # a single input raises its own error (and exit code)
         run_batch([Path("bad")], work)
     assert run_batch([Path("a"), Path("c")], work, shard=(2, 2)).done == [{"input": "c"}]
+
+
+def test_inputs_that_would_overwrite_each_other_fail_not_the_first(tmp_path: Path) -> None:
+    x, y, z = Path("x/a.jpg"), Path("y/a.jpg"), Path("y/b.jpg")
+    assert output_collisions([x, y, z], None) == {}  # each beside its photo
+    assert output_collisions([x, y, z], "out/") == {y: x}
+    same_folder = [Path("p/a.jpg"), Path("p/a.png"), Path("p/a.jpg.face2.dhr"), Path("p/a.jpg")]
+    assert output_collisions(same_folder, None) == {
+        Path("p/a.png"): Path("p/a.jpg"),
+        Path("p/a.jpg.face2.dhr"): Path("p/a.jpg"),
+    }  # a.mask.png is shared; the same path twice is no clash
+
+    done: list[Path] = []
+
+    def work(p: Path) -> dict:
+        done.append(p)
+        return {"input": str(p)}
+
+    res = run_batch([x, y, z], work, output="out/")
+    assert done == [x, z] and [f for f, _ in res.failed] == [str(y)]
+    assert isinstance(res.failed[0][1], OutputError) and "x/a.jpg" in res.failed[0][1].message
+    # shards agree: shard 2 of 2 holds only y, which still clashes with x of shard 1
+    with pytest.raises(OutputError):
+        run_batch([x, y, z], work, output="out/", shard=(2, 2))
 
 
 @pytest.mark.parametrize("method", ["encoder", "pti", "feature", "dhr"])
