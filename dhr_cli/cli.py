@@ -191,10 +191,20 @@ def _with_global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _reflowed(doc: str | None) -> str | None:
+    """A docstring as help text: each paragraph on one line, for the terminal to wrap (typer keeps
+    the line breaks of every paragraph but the first, which broke lines mid-sentence)."""
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
 def command(
     typer_app: typer.Typer, *args: Any, **kwargs: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        kwargs.setdefault("help", _reflowed(fn.__doc__))
         typer_app.command(*args, **kwargs)(_with_global_options(fn))
         return fn
 
@@ -1040,8 +1050,8 @@ class _BenchGroup(TyperGroup):
 
 bench_app = typer.Typer(
     cls=_BenchGroup,
-    help="Measure fidelity, editability, speed and memory of each method "
-    "(`dhr bench [IMAGES|--synthetic N]` = `dhr bench run`; `dhr bench merge` combines shards).",
+    help="Measure fidelity, editability, speed and memory of each method.\n\n"
+    "`dhr bench [IMAGES|--synthetic N]` means `dhr bench run`; `dhr bench merge` combines shards.",
 )
 app.add_typer(bench_app, name="bench")
 
