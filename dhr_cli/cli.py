@@ -622,7 +622,14 @@ def _run_engine(
     from . import console
     from .faces.image_io import IMAGE_SUFFIXES, check_image
     from .packs import apply_cpu_threads, load_pack
-    from .pipeline import Engine, EngineOptions, invert_photo, mask_photo, run_batch
+    from .pipeline import (
+        Engine,
+        EngineOptions,
+        invert_photo,
+        mask_photo,
+        output_collisions,
+        run_batch,
+    )
     from .project import SUFFIX
     from .runtime import seed_everything
 
@@ -679,7 +686,8 @@ def _run_engine(
             )
 
     console.log.debug(f"pack {pack_name} on {the_pack.device}: {the_pack.describe()}")
-    result = run_batch(inputs, work, shard=shard, label=which, output=output)
+    clashes = output_collisions(inputs, output) if many else {}
+    result = run_batch(inputs, work, shard=shard, label=which, clashes=clashes)
     _report_batch(result, which)
 
 
@@ -968,7 +976,8 @@ def edit_cmd(
         console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
         inputs = [found]
     session.prepare(shard_items(inputs, shard_kn))
-    result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", output=output)
+    clashes = session.clashes(inputs)
+    result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", clashes=clashes)
     if s.json:
         console.print_json(result.to_json())
     else:

@@ -1045,22 +1045,30 @@ class BatchResult:
         )
 
 
-def output_collisions(inputs: Sequence[Path], output: str | Path | None) -> dict[Path, Path]:
+def output_collisions(
+    inputs: Sequence[Path],
+    output: str | Path | None,
+    *,
+    per_suffix: bool = False,
+    forced_suffix: str | None = None,
+) -> dict[Path, Path]:
     """Inputs whose outputs would replace those of an earlier input of the batch, each mapped to
-    that input: every file dhr writes for a photo is named after its stem (project, recon, mask,
-    edits), in -o DIR or beside the photo, so x/a.jpg and y/a.jpg with -o out/ (or a.jpg and
-    a.png in one folder) would collide. Computed over the whole batch, so shards agree."""
+    that input. Every file dhr writes for a photo is named after its stem, in -o DIR or beside
+    the photo: x/a.jpg and y/a.jpg with -o out/ collide, and so do a.jpg and a.png in one folder
+    (a.mask.png). `dhr edit` writes only images with the photo's suffix (`per_suffix`), unless
+    --format makes it one for all (`forced_suffix`). Computed over the whole batch, so shards
+    agree."""
     from .project import SUFFIX
 
-    first: dict[tuple[Path, str], Path] = {}
+    first: dict[tuple[Path, str, str], Path] = {}
     clashes: dict[Path, Path] = {}
     for p in map(Path, inputs):
         name = p.name
-        if name.endswith(SUFFIX):
+        if name.endswith(SUFFIX):  # a project: named after its photo
             name = re.sub(r"\.face\d+$", "", name[: -len(SUFFIX)])
         folder = Path(output) if output is not None else p.parent
-        key = (folder.absolute(), Path(name).stem)
-        earlier = first.setdefault(key, p)
+        suffix = (forced_suffix or Path(name).suffix) if per_suffix else ""
+        earlier = first.setdefault((folder.absolute(), Path(name).stem, suffix), p)
         if earlier.absolute() != p.absolute():
             clashes[p] = earlier
     return clashes
@@ -1072,31 +1080,29 @@ def run_batch(
     *,
     shard: tuple[int, int] | None = None,
     label: str = "invert",
-    output: str | Path | None = None,
+    clashes: dict[Path, Path] | None = None,
 ) -> BatchResult:
     """Run `work` on each input of this shard, continuing past failures (DhrErrors).
 
     Raises the error itself when the only input failed; with several inputs the failures are
     collected (`BatchResult.raise_for_failures` turns them into PartialFailure after the caller
-    has reported the rest). An input whose outputs would replace an earlier one's (same stem,
-    same output folder: `output_collisions`) fails instead of overwriting them. Ctrl-C stops at
-    once (files already written stay complete).
+    has reported the rest). An input of `clashes` (see `output_collisions`) fails instead of
+    overwriting the outputs of the earlier input it maps to. Ctrl-C stops at once (files already
+    written stay complete).
     """
     from . import console
 
-    inputs = list(inputs)
-    clashes = output_collisions(inputs, output) if len(inputs) > 1 else {}
-    items = shard_items(inputs, shard)
+    clashes = clashes or {}
+    items = shard_items(list(inputs), shard)
     result = BatchResult([], [], [], total=len(items))
     for i, path in enumerate(items, start=1):
         if len(items) > 1:
             console.log.info(f"[{i}/{len(items)}] {label} {path}")
         try:
             if Path(path) in clashes:
-                where = output if output is not None else Path(path).parent
                 raise OutputError(
-                    f"its outputs would replace those of {clashes[Path(path)]} in {where} "
-                    "(the same name)",
+                    f"its outputs would replace those of {clashes[Path(path)]} "
+                    "(the same name in the same folder)",
                     hint="give it a folder of its own with -o, or rename it",
                 )
             rec = work(Path(path))

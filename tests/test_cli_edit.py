@@ -236,6 +236,21 @@ def test_a_glob_after_invert_leaves_out_dhrs_own_images(work: Path, capsys) -> N
     assert not any(p.name.endswith(".recon.png.dhr") for p in work.iterdir())
 
 
+def test_same_named_photos_edited_into_one_folder(work: Path, capsys) -> None:
+    sub = work / "sub"
+    sub.mkdir()
+    for name in ("f0.png", "f0.png.dhr"):
+        shutil.copy(work / name, sub / name)
+    edited = work / "edited"
+    argv = ["edit", str(work / "f0.png"), str(sub / "f0.png"), "--smile", "1", "--quiet"]
+    assert main([*argv, "-o", f"{edited}/"]) == 7
+    assert "would replace those of" in capsys.readouterr().err
+    assert [p.name for p in edited.iterdir()] == ["f0.smile+1.png"]
+    # beside their photos they do not collide
+    assert main(argv) == 0
+    assert (sub / "f0.smile+1.png").is_file()
+
+
 def test_output_onto_an_input_is_refused_and_the_input_kept(
     work: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -164,6 +164,14 @@ def test_inputs_that_would_overwrite_each_other_fail_not_the_first(tmp_path: Pat
         Path("p/a.png"): Path("p/a.jpg"),
         Path("p/a.jpg.face2.dhr"): Path("p/a.jpg"),
     }  # a.mask.png is shared; the same path twice is no clash
+    # `dhr edit` writes only a.<tag>.jpg and a.<tag>.png, unless --format makes both one suffix
+    assert output_collisions(same_folder, None, per_suffix=True) == {
+        Path("p/a.jpg.face2.dhr"): Path("p/a.jpg")  # the same photo's edit
+    }
+    assert output_collisions(same_folder, None, per_suffix=True, forced_suffix=".png") == {
+        Path("p/a.png"): Path("p/a.jpg"),
+        Path("p/a.jpg.face2.dhr"): Path("p/a.jpg"),
+    }
 
     done: list[Path] = []
 
@@ -171,12 +179,13 @@ def test_inputs_that_would_overwrite_each_other_fail_not_the_first(tmp_path: Pat
         done.append(p)
         return {"input": str(p)}
 
-    res = run_batch([x, y, z], work, output="out/")
+    clashes = output_collisions([x, y, z], "out/")
+    res = run_batch([x, y, z], work, clashes=clashes)
     assert done == [x, z] and [f for f, _ in res.failed] == [str(y)]
     assert isinstance(res.failed[0][1], OutputError) and "x/a.jpg" in res.failed[0][1].message
     # shards agree: shard 2 of 2 holds only y, which still clashes with x of shard 1
     with pytest.raises(OutputError):
-        run_batch([x, y, z], work, output="out/", shard=(2, 2))
+        run_batch([x, y, z], work, clashes=clashes, shard=(2, 2))
 
 
 @pytest.mark.parametrize("method", ["encoder", "pti", "feature", "dhr"])

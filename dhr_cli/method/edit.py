@@ -1062,6 +1062,17 @@ class EditSession:
         if self.many:
             raise UsageError("-o FILE works with one input; give a folder (-o DIR/) for several")
 
+    def clashes(self, inputs: Sequence[Path]) -> dict[Path, Path]:
+        """Inputs of a batch whose edited images would replace those of an earlier input (same
+        stem and suffix, same folder), each mapped to that input."""
+        from ..faces import SAVE_FORMATS, output_format
+        from ..pipeline import output_collisions
+
+        if len(inputs) < 2:
+            return {}
+        forced = SAVE_FORMATS[output_format("x", self.format)] if self.format else None
+        return output_collisions(inputs, self.output, per_suffix=True, forced_suffix=forced)
+
     # ------------------------------------------------------------ one input
 
     def edit_input(self, arg: Path) -> dict[str, Any]:
