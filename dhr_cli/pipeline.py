@@ -648,22 +648,21 @@ def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     would otherwise do each photo twice). Each folder is listed once.
     """
     from .method.edit import is_edit_tag
-    from .project import SUFFIX
+    from .project import SUFFIX, photo_name_of
 
     inverted: dict[Path, set[str]] = {}  # folder -> stems of its photos that have a project
 
     def stems(folder: Path) -> set[str]:
         if folder not in inverted:
-            names = [p.name[: -len(SUFFIX)] for p in folder.glob("*" + SUFFIX)]
-            inverted[folder] = {Path(re.sub(r"\.face\d+$", "", n)).stem for n in names}
+            projects = folder.glob("*" + SUFFIX)
+            inverted[folder] = {Path(photo_name_of(p)).stem for p in projects}
         return inverted[folder]
 
     batch = {Path(p).absolute() for p in paths}
 
     def own(path: Path) -> bool:
         if path.suffix == SUFFIX:
-            photo = re.sub(r"\.face\d+$", "", path.name[: -len(SUFFIX)])
-            return path.with_name(photo).absolute() in batch
+            return path.with_name(photo_name_of(path)).absolute() in batch
         base, dot, _ = path.name.rpartition(".")
         if not dot or path.with_name(path.name + SUFFIX).exists():
             return False
@@ -1058,14 +1057,12 @@ def output_collisions(
     (a.mask.png). `dhr edit` writes only images with the photo's suffix (`per_suffix`), unless
     --format makes it one for all (`forced_suffix`). Computed over the whole batch, so shards
     agree."""
-    from .project import SUFFIX
+    from .project import SUFFIX, photo_name_of
 
     first: dict[tuple[Path, str, str], Path] = {}
     clashes: dict[Path, Path] = {}
     for p in map(Path, inputs):
-        name = p.name
-        if name.endswith(SUFFIX):  # a project: named after its photo
-            name = re.sub(r"\.face\d+$", "", name[: -len(SUFFIX)])
+        name = photo_name_of(p) if p.suffix == SUFFIX else p.name
         folder = Path(output) if output is not None else p.parent
         suffix = (forced_suffix or Path(name).suffix) if per_suffix else ""
         earlier = first.setdefault((folder.absolute(), Path(name).stem, suffix), p)

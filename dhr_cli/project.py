@@ -79,6 +79,13 @@ def default_path(photo: Path | str) -> Path:
     return photo.with_name(photo.name + SUFFIX)
 
 
+def photo_name_of(project: Path | str) -> str:
+    """The file name of the photo a project file is named after (the inverse of `default_path`,
+    also for the ``<photo>.face<k>.dhr`` of further faces)."""
+    name = Path(project).name.removesuffix(SUFFIX)
+    return re.sub(r"\.face\d+$", "", name)
+
+
 def project_path_for(arg: Path | str) -> Path:
     """A command-line argument that is either a photo or its project file -> the project path."""
     arg = Path(arg)

@@ -1234,8 +1234,7 @@ def _refuse_overwriting(outputs: Sequence[Path], inputs: Sequence[Path]) -> None
     would otherwise lose the original for good)."""
     for out in outputs:
         for src in inputs:
-            same = os.path.samefile(out, src) if out.exists() else out.resolve() == src.resolve()
-            if same:
+            if out.exists() and src.exists() and os.path.samefile(out, src):
                 raise UsageError(
                     f"the output {out} is an input of this edit ({src}); it would be overwritten",
                     hint="give another file or a folder with -o",
