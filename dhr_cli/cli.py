@@ -625,9 +625,11 @@ def _run_engine(
     from .pipeline import (
         Engine,
         EngineOptions,
+        ensure_folder,
         invert_photo,
         mask_photo,
         output_collisions,
+        output_paths,
         run_batch,
     )
     from .project import SUFFIX
@@ -635,6 +637,7 @@ def _run_engine(
 
     s = _settings()
     inputs = _without_own_outputs(inputs)
+    many = len(inputs) > 1
     if len(inputs) == 1 and not inputs[0].exists():
         from .errors import InputMissing
 
@@ -649,6 +652,8 @@ def _run_engine(
         )
     if len(inputs) == 1 and inputs[0].suffix != SUFFIX:
         check_image(inputs[0])  # before any model loads or downloads
+    if output is not None:  # an unwritable -o fails now, not after the first photo's work
+        ensure_folder(output_paths(inputs[0], output, many=many, fmt_ext=".png").project)
     pack_name = _pack_for(pack, inputs)
     seed_everything(s.seed)
     the_pack = load_pack(
@@ -664,7 +669,6 @@ def _run_engine(
     need = engine.needs(segment=segment)
     f = engine.options.faces
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
-    many = len(inputs) > 1
     show = not s.quiet and not s.json
     if which == "invert":
 

@@ -112,6 +112,8 @@ def test_ffhq_offline_fails_fast_naming_the_files(face: Path, capsys) -> None:
         (["invert", "{face}", "--pack", "synthetic", "--layer", "40"], 2),
         (["invert", "{face}", "--pack", "synthetic", "--work-res", "48"], 2),
         (["invert", "{face}", "--pack", "synthetic", "--format", "gif"], 2),
+        # an -o that cannot be a folder fails before the (missing) ffhq models are looked for
+        (["invert", "{face}", "--pack", "ffhq", "--offline", "-o", "{face}/out/"], 6),
     ],
 )
 def test_bad_inputs_exit_codes(
