@@ -681,14 +681,13 @@ def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def recon_extension(photo: Photo, fmt: str | None) -> str:
-    """File extension of the reconstruction: the photo's own for its format, else the format's."""
-    from .faces import SAVE_FORMATS, output_format
+    """File extension of the reconstruction: the photo's own when dhr writes its format (photo.JPG
+    stays .JPG), else the written format's (a GIF's reconstruction is a .png)."""
+    from .faces import SAVE_FORMATS, output_format, suffix_format
 
     chosen = output_format("x", fmt, like=photo)
-    if photo.path is not None and fmt is None:
-        own = output_format(photo.path)
-        if own == chosen and photo.path.suffix:
-            return photo.path.suffix
+    if photo.path is not None and fmt is None and suffix_format(photo.path) == chosen:
+        return photo.path.suffix
     return SAVE_FORMATS[chosen]
 
 
@@ -1057,6 +1056,7 @@ def output_collisions(
     (a.mask.png). `dhr edit` writes only images with the photo's suffix (`per_suffix`), unless
     --format makes it one for all (`forced_suffix`). Computed over the whole batch, so shards
     agree."""
+    from .faces import suffix_format
     from .project import SUFFIX, photo_name_of
 
     first: dict[tuple[Path, str, str], Path] = {}
@@ -1064,7 +1064,9 @@ def output_collisions(
     for p in map(Path, inputs):
         name = photo_name_of(p) if p.suffix == SUFFIX else p.name
         folder = Path(output) if output is not None else p.parent
-        suffix = (forced_suffix or Path(name).suffix) if per_suffix else ""
+        suffix = ""
+        if per_suffix:  # as recon_extension names them (it knows the photo's true format)
+            suffix = forced_suffix or (Path(name).suffix if suffix_format(name) else ".png")
         earlier = first.setdefault((folder.absolute(), Path(name).stem, suffix), p)
         if earlier.absolute() != p.absolute():
             clashes[p] = earlier

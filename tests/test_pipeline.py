@@ -25,6 +25,7 @@ from dhr_cli.pipeline import (
     output_paths,
     parse_shard,
     parse_tau,
+    recon_extension,
     run_batch,
     shard_items,
 )
@@ -92,6 +93,24 @@ def test_output_paths(tmp_path: Path) -> None:
     assert o.project == tmp_path / "x.dhr" and o.recon.parent == tmp_path
     with pytest.raises(UsageError):
         output_paths(photo, tmp_path / "x.dhr", many=True, fmt_ext=".jpg")
+
+
+def test_recon_extension_keeps_the_photos_suffix_only_for_formats_dhr_writes(
+    tmp_path: Path,
+) -> None:
+    from dhr_cli.faces import load_image
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    for name, fmt, expect in [
+        ("a.JPG", "JPEG", ".JPG"),
+        ("a.jpeg", "JPEG", ".jpeg"),
+        ("a.png", "PNG", ".png"),
+        ("a.gif", "GIF", ".png"),  # written as PNG: named so, not a PNG called .gif
+    ]:
+        Image.fromarray(rgb).save(tmp_path / name, format=fmt)
+        photo = load_image(tmp_path / name)
+        assert recon_extension(photo, None) == expect, name
+        assert recon_extension(photo, "webp") == ".webp"
 
 
 def test_drop_own_outputs(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from .image_io import (
     output_format,
     photo_from_array,
     save_image,
+    suffix_format,
 )
 from .paste import DEFAULT_BLEND_RADIUS, feather_mask, paste_alpha, paste_back
 
@@ -76,6 +77,7 @@ __all__ = [
     "load_image",
     "mtcnn_detector",
     "output_format",
+    "suffix_format",
     "paste_alpha",
     "paste_back",
     "photo_from_array",

@@ -304,6 +304,11 @@ def _first_line(e: BaseException) -> str:
 # --- saving ---------------------------------------------------------------------------------
 
 
+def suffix_format(path: str | os.PathLike[str]) -> str | None:
+    """The Pillow format dhr writes for a file name's suffix (None: not one it writes)."""
+    return _FORMAT_ALIASES.get(Path(path).suffix.upper().lstrip("."))
+
+
 def output_format(
     path: str | os.PathLike[str], format: str | None = None, like: Photo | None = None
 ) -> str:
@@ -317,9 +322,8 @@ def output_format(
                 hint="use one of: " + ", ".join(s.lower() for s in SAVE_FORMATS),
             )
         return fmt
-    suffix = Path(path).suffix.upper().lstrip(".")
-    if suffix in _FORMAT_ALIASES:
-        return _FORMAT_ALIASES[suffix]
+    if (own := suffix_format(path)) is not None:
+        return own
     if like is not None and like.format and like.format.upper() in _FORMAT_ALIASES:
         return _FORMAT_ALIASES[like.format.upper()]
     return "PNG"
