@@ -17,7 +17,8 @@ error page) is rejected; fsync, then an atomic `os.replace`. A per-file lock (fi
 several processes of a shell loop share one cache safely.
 
 Where upstream publishes no hash, the sha256 of the first download (or import) is recorded in
-`dhr-hashes.json` in the cache folder (trust on first use) and later checks compare with it.
+`dhr-hashes.json` in the cache folder (trust on first use) and later checks compare with it;
+a file is only trusted so if its first bytes fit its kind (`_format_problem`).
 The same file remembers (size, mtime) of fully verified files so that `fetch` does not re-hash
 hundreds of megabytes on every run; `verify` always re-hashes.
 
@@ -624,8 +625,25 @@ def _mismatch(entry: ModelFile, path: Path, digest: str, hashes: _Hashes) -> str
     if entry.sha256_prefix and not digest.startswith(entry.sha256_prefix):
         return f"sha256 {digest[:16]}... does not start with {entry.sha256_prefix} (from the file name)"
     expected, origin = _expected_sha(entry, hashes)
-    if expected and digest != expected:
-        return f"sha256 {digest}, expected {expected} ({origin})"
+    if expected:
+        return None if digest == expected else f"sha256 {digest}, expected {expected} ({origin})"
+    return _format_problem(entry, path)  # about to be trusted on first use
+
+
+def _format_problem(entry: ModelFile, path: Path) -> str | None:
+    """Why `path` cannot be the kind of file its registry name says, from its first bytes. Checked
+    before a hash is trusted on first use: for files without a published hash it is all that
+    stands between a wrong file (an error page, some other download) and being trusted."""
+    suffix = Path(entry.filename).suffix.lower()
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if suffix in (".pt", ".pth", ".ckpt"):
+        # torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol 2+ starts 0x80)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+            return None
+        return "not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+    if suffix == ".safetensors" and head[8:9] != b"{":  # 8-byte length, then the JSON header
+        return "not a safetensors file"
     return None
 
 
@@ -1316,6 +1334,8 @@ def import_file(
             f"{src} is not {entry.name}: sha256 {digest}, expected {expected} ({origin})",
             hint=hint,
         )
+    if expected is None and (problem := _format_problem(entry, src)):
+        raise ModelUnavailable(f"{src} is not {entry.name}: {problem}")
 
     dest = folder / entry.filename
     try:

@@ -263,6 +263,25 @@ def test_html_page_rejected(online: None, http_server, monkeypatch) -> None:
     assert hub._Hashes(folder).first_use("test-model") is None  # nothing trusted
 
 
+def test_unpinned_checkpoint_that_is_no_checkpoint_is_not_trusted(
+    online: None, http_server, monkeypatch
+) -> None:
+    url = http_server.add("w.pt", payload(5000, seed=3))  # some other file, not HTML
+    e = add_entry(monkeypatch, urls=(url,), filename="test-model.pt")
+    with pytest.raises(ModelUnavailable, match="not a PyTorch checkpoint"):
+        hub.fetch("test-model")
+    folder = hub.cache_dir()
+    assert not (folder / e.filename).exists()
+    assert hub._Hashes(folder).first_use("test-model") is None
+    # a checkpoint as torch.save writes it (a zip archive) is trusted on first use
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    http_server.add("w.pt", buf.getvalue())
+    assert hub.fetch("test-model").read_bytes() == buf.getvalue()
+    assert hub._Hashes(folder).first_use("test-model") is not None
+
+
 def test_wrong_size_rejected_before_download(online: None, http_server, monkeypatch) -> None:
     url = http_server.add("w.bin", payload(1000))
     add_entry(monkeypatch, urls=(url,), size=999)
@@ -419,6 +438,13 @@ def test_import_rejects_wrong_files(tmp_path: Path, monkeypatch) -> None:
         hub.import_file(other, "test-model")
     [dest] = hub.import_file(other, "test-model", force=True)
     assert dest.read_bytes() == b"other"
+    # no published hash for e4e: a file that is no PyTorch checkpoint is refused, not trusted
+    page = tmp_path / "e4e.pt"
+    page.write_bytes(b"<!DOCTYPE html><title>Sign in</title>")
+    with pytest.raises(ModelUnavailable, match="not a PyTorch checkpoint"):
+        hub.import_file(page, "e4e-ffhq")
+    assert hub._Hashes(hub.cache_dir()).first_use("e4e-ffhq") is None
+    assert not (hub.cache_dir() / "e4e_ffhq_r50_wp_official.pt").exists()
 
 
 def test_verify_all_lists_missing_without_failing() -> None:
