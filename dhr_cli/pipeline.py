@@ -976,6 +976,9 @@ def _drop_stale_refinement(project: Project, mask: torch.Tensor) -> None:
     )
 
 
+MASK_MAX_GREY = 0.15  # share of mid-grey pixels an imported mask may have (anti-aliased edges)
+
+
 def import_mask(path: Path, aligned: AlignedFace, photo: Photo, size: int) -> torch.Tensor:
     """A hand-painted mask (white = in-domain/editable, black = out-of-domain/kept) as
     [1, 1, size, size]: a square image is taken in aligned-crop space; an image of the photo's
@@ -987,6 +990,15 @@ def import_mask(path: Path, aligned: AlignedFace, photo: Photo, size: int) -> to
 
     img = load_image(path)
     grey = np.asarray(Image.fromarray(img.rgb).convert("L"), dtype=np.float32) / 255.0
+    # a painted mask is black and white, up to soft edges; a picture (e.g. the tinted overlay
+    # that `dhr mask` writes) would be thresholded into a meaningless mask
+    unsure = float(((grey > 0.15) & (grey < 0.85)).mean())
+    if unsure > MASK_MAX_GREY:
+        raise BadData(
+            f"{path} is not a black-and-white mask: {unsure:.0%} of its pixels are grey or colour",
+            hint="paint in-domain (editable) white and out-of-domain (kept) black; "
+            "<photo>.mask.png is a picture of the mask, not a mask",
+        )
     h, w = grey.shape
     if (w, h) == (photo.width, photo.height) and not aligned.identity:
         m = aligned.matrix_for(size)

@@ -284,6 +284,21 @@ def test_import_mask_shapes(pack, photo: Path, tmp_path: Path) -> None:
     assert float(import_mask(tmp_path / "big.png", al, ph, 64).mean()) == 1.0
     with pytest.raises(InputMissing):
         import_mask(tmp_path / "none.png", al, ph, 64)
+    # soft edges are fine; a picture (the photo itself, or dhr's tinted overlay) is no mask
+    soft = np.zeros((64, 64), np.uint8)
+    soft[:, 30:] = 255
+    soft[:, 28:30] = 128
+    Image.fromarray(soft).save(tmp_path / "soft.png")
+    assert float(import_mask(tmp_path / "soft.png", al, ph, 64).mean()) == pytest.approx(
+        36 / 64
+    )  # 128 counts as white
+    half = np.zeros(ph.rgb.shape[:2], np.float32)
+    half[:, : half.shape[1] // 2] = 1
+    overlay = mask_overlay(ph.rgb, half)
+    Image.fromarray(overlay).save(tmp_path / "overlay.png")
+    for picture in (photo, tmp_path / "overlay.png"):
+        with pytest.raises(BadData, match="not a black-and-white mask"):
+            import_mask(picture, al, ph, 64)
 
 
 def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
