@@ -77,7 +77,6 @@ __all__ = [
     "load_image",
     "mtcnn_detector",
     "output_format",
-    "suffix_format",
     "paste_alpha",
     "paste_back",
     "photo_from_array",
@@ -87,4 +86,5 @@ __all__ = [
     "retinaface_detector",
     "save_image",
     "select_faces",
+    "suffix_format",
 ]
