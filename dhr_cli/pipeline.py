@@ -5,7 +5,9 @@ save project -> render the reconstruction -> paste back.
   (`align`, `embed`, `segment`, `invert_face`) are what `dhr bench` and the benchmark scripts
   call; `invert_photo` / `mask_photo` add the files (project, reconstruction, overlay).
 - `run_batch` processes many inputs with models loaded once: `--skip-existing`, `--shard K/N`,
-  continuing past a failed photo and raising `PartialFailure` with a summary at the end.
+  continuing past a failed photo and raising `PartialFailure` with a summary at the end;
+  `drop_own_outputs` keeps a batch from taking dhr's own files for photos, `output_collisions`
+  from writing two photos' outputs onto the same files.
 
 Outputs of `dhr invert photo.jpg` (beside the photo, or in `-o DIR`):
   ``photo.jpg.dhr``        the project (W+, mask, feature, weight delta, alignment, parameters)
