@@ -1396,7 +1396,11 @@ def bench_merge_cmd(
 def demo_cmd(
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Folder for the demo's files."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder for the demo's files (new, or an earlier demo's: its files are replaced).",
+        ),
     ] = Path("dhr-demo"),
     smile: Annotated[
         float,

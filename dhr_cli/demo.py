@@ -53,6 +53,25 @@ def _region_mse(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float | Non
     return float((d**2)[region].mean())
 
 
+def _check_not_someones_photo(photo: Path, demo_image: np.ndarray) -> None:
+    """UsageError when -o holds a face.png that an earlier demo did not write: the demo writes
+    fixed names (face.png, its project, demo.png, ...) and must not replace a user's files."""
+    from .errors import DhrError, UsageError
+    from .faces import load_image
+
+    if not photo.exists():
+        return
+    try:
+        ours = np.array_equal(load_image(photo).rgb, demo_image)
+    except DhrError:
+        ours = False
+    if not ours:
+        raise UsageError(
+            f"{photo} exists and is not the demo's photo; the demo would overwrite it",
+            hint="give the demo a new or empty folder with -o",
+        )
+
+
 def run_demo(
     out_dir: Path,
     *,
@@ -78,14 +97,14 @@ def run_demo(
     from .synthetic.benchset import make_sample
 
     out_dir = Path(out_dir)
-    ensure_folder(out_dir / "face.png")
-
     # 1. the photo, with its ground truth (true out-of-domain mask, true smile edit)
     sample = make_sample(
         DEMO_SCENE_INDEX, "occluded", DEMO_SEED, deltas=(smile,), edit_attributes=("smile",)
     )
     truth = sample.edit("smile", smile)
     photo = out_dir / "face.png"
+    _check_not_someones_photo(photo, sample.image)
+    ensure_folder(photo)
     save_image(photo, sample.image)
     save_image(out_dir / "face.true-smile.png", truth.image)
 

@@ -38,6 +38,26 @@ def test_demo_writes_the_chain_and_the_sheet(tmp_path: Path) -> None:
     assert np.abs(edit - recon).max() > 0
     for key in ("recon_mse", "edit_mse_in_domain", "mask_iou"):
         assert 0 <= rec[key] < 1, key
+    # run again into the same folder: its own face.png may be replaced
+    again = subprocess.run(
+        [sys.executable, "-m", "dhr_cli", "demo", "-o", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["mask_iou"] == rec["mask_iou"]
+
+
+def test_demo_does_not_overwrite_someone_elses_face_png(tmp_path: Path, capsys) -> None:
+    from dhr_cli.cli import main
+
+    mine = tmp_path / "face.png"
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(mine)
+    before = mine.read_bytes()
+    assert main(["demo", "-o", str(tmp_path)]) == 2
+    assert "not the demo's photo" in capsys.readouterr().err
+    assert mine.read_bytes() == before and sorted(tmp_path.iterdir()) == [mine]
 
 
 def test_demo_reports_an_unwritable_folder(tmp_path: Path) -> None:
