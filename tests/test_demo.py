@@ -13,14 +13,19 @@ from PIL import Image
 from dhr_cli.project import Project
 
 
-def test_demo_writes_the_chain_and_the_sheet(tmp_path: Path) -> None:
-    out = tmp_path / "demo out"
-    r = subprocess.run(
-        [sys.executable, "-m", "dhr_cli", "demo", "-o", str(out), "--json"],
+def run_demo(*args: str) -> subprocess.CompletedProcess:
+    """`dhr demo ARGS` as a user runs it (a fresh process, no stdin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "dhr_cli", "demo", *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_demo_writes_the_chain_and_the_sheet(tmp_path: Path) -> None:
+    out = tmp_path / "demo out"
+    r = run_demo("-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     for key in ("photo", "project", "recon", "edit", "true_edit", "sheet", "mask_overlay"):
@@ -39,12 +44,7 @@ def test_demo_writes_the_chain_and_the_sheet(tmp_path: Path) -> None:
     for key in ("recon_mse", "edit_mse_in_domain", "mask_iou"):
         assert 0 <= rec[key] < 1, key
     # run again into the same folder: its own face.png may be replaced
-    again = subprocess.run(
-        [sys.executable, "-m", "dhr_cli", "demo", "-o", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    again = run_demo("-o", str(out), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["mask_iou"] == rec["mask_iou"]
 
@@ -63,11 +63,6 @@ def test_demo_does_not_overwrite_someone_elses_face_png(tmp_path: Path, capsys) 
 def test_demo_reports_an_unwritable_folder(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = subprocess.run(
-        [sys.executable, "-m", "dhr_cli", "demo", "-o", str(blocker / "sub")],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    r = run_demo("-o", str(blocker / "sub"))
     assert r.returncode == 6, r.stderr
     assert "Traceback" not in r.stderr
