@@ -341,7 +341,9 @@ class Engine:
             if rgb.shape[0] != rgb.shape[1]:
                 raise BadData(
                     f"{photo.name}: the {s.name} pack expects square aligned images, got "
-                    f"{rgb.shape[1]} x {rgb.shape[0]}"
+                    f"{rgb.shape[1]} x {rgb.shape[0]}",
+                    hint="it has no face detector: give it a square crop of one face, as "
+                    "`dhr demo` or `dhr bench --synthetic` writes them",
                 )
             return [identity_alignment(rgb)]
         if quad is not None:
@@ -1049,12 +1051,26 @@ class BatchResult:
         """PartialFailure with a summary when some inputs failed."""
         if not self.failed:
             return
-        lines = "; ".join(f"{p}: {e.message}" for p, e in self.failed[:5])
+        lines = "; ".join(about_input(p, e.message) for p, e in self.failed[:5])
         more = "" if len(self.failed) <= 5 else f" (+{len(self.failed) - 5} more)"
         raise PartialFailure(
             f"{len(self.failed)} of {self.total} inputs failed ({len(self.done)} done, "
             f"{len(self.skipped)} skipped): {lines}{more}"
         )
+
+
+def about_input(path: str | Path, message: str) -> str:
+    """`path: message` for a batch's list of failures, without naming the photo twice: many
+    errors already start with its name (`wide.png: the synthetic pack expects ...`) or mention
+    it (`notimg.png is not an image file ...`), since the same error is shown for a single
+    input."""
+    full, name = str(path), Path(path).name
+    for lead in (f"{full}: ", f"{name}: "):
+        if message.startswith(lead):
+            return f"{full}: {message[len(lead) :]}"
+    if full in message:
+        return message
+    return f"{full}: {message}"
 
 
 def output_collisions(
@@ -1122,7 +1138,7 @@ def run_batch(
         except DhrError as e:
             if len(items) == 1:
                 raise
-            console.log.error(f"{path}: {e}")
+            console.log.error(about_input(path, str(e)))
             result.failed.append((str(path), e))
             continue
         (result.skipped if rec.get("skipped") else result.done).append(rec)

@@ -15,6 +15,7 @@ from dhr_cli.faces import ffhq_quad
 from dhr_cli.pipeline import (
     Engine,
     EngineOptions,
+    about_input,
     drop_own_outputs,
     import_mask,
     invert_photo,
@@ -172,6 +173,24 @@ def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
     with pytest.raises(BadData):  # a single input raises its own error (and exit code)
         run_batch([Path("bad")], work)
     assert run_batch([Path("a"), Path("c")], work, shard=(2, 2)).done == [{"input": "c"}]
+
+
+def test_a_failure_names_its_input_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # errors meant for a single input often name it already; the batch line must not repeat it
+    assert about_input("x/w.png", "w.png: not square") == "x/w.png: not square"
+    assert about_input("x/w.png", "x/w.png: not square") == "x/w.png: not square"
+    assert about_input("x/w.png", "x/w.png is not an image") == "x/w.png is not an image"
+    assert about_input("x/w.png", "no face found") == "x/w.png: no face found"
+
+    def work(p: Path) -> dict:
+        raise BadData(f"{p.name}: not square")
+
+    res = run_batch([Path("x/w.png"), Path("x/v.png")], work)
+    with pytest.raises(PartialFailure) as e:
+        res.raise_for_failures()
+    assert "x/w.png: not square; x/v.png: not square" in e.value.message
+    err = capsys.readouterr().err
+    assert "x/w.png: not square" in err and "w.png: w.png" not in err
 
 
 def test_inputs_that_would_overwrite_each_other_fail_not_the_first(tmp_path: Path) -> None:
