@@ -1117,7 +1117,7 @@ def run_batch(
     collected (`BatchResult.raise_for_failures` turns them into PartialFailure after the caller
     has reported the rest). An input of `clashes` (see `output_collisions`) fails instead of
     overwriting the outputs of the earlier input it maps to. Ctrl-C stops at once (files already
-    written stay complete).
+    written stay complete) and says where, so the user can resume.
     """
     from . import console
 
@@ -1135,6 +1135,14 @@ def run_batch(
                     hint="give it a folder of its own with -o, or rename it",
                 )
             rec = work(Path(path))
+        except KeyboardInterrupt:
+            if len(items) > 1:
+                finished = len(result.done) + len(result.skipped) + len(result.failed)
+                console.log.warn(
+                    f"stopped at {path}, {finished} of {len(items)} inputs finished (their "
+                    "files are complete); the same command with --skip-existing continues"
+                )
+            raise
         except DhrError as e:
             if len(items) == 1:
                 raise

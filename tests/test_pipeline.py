@@ -175,6 +175,18 @@ def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
     assert run_batch([Path("a"), Path("c")], work, shard=(2, 2)).done == [{"input": "c"}]
 
 
+def test_ctrl_c_in_a_batch_says_where_it_stopped(capsys: pytest.CaptureFixture[str]) -> None:
+    def work(p: Path) -> dict:
+        if p.name == "c":
+            raise KeyboardInterrupt
+        return {"input": str(p)}
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch([Path("a"), Path("b"), Path("c"), Path("d")], work)
+    err = capsys.readouterr().err
+    assert "stopped at c, 2 of 4 inputs finished" in err and "--skip-existing" in err
+
+
 def test_a_failure_names_its_input_once(capsys: pytest.CaptureFixture[str]) -> None:
     # errors meant for a single input often name it already; the batch line must not repeat it
     assert about_input("x/w.png", "w.png: not square") == "x/w.png: not square"
