@@ -1532,7 +1532,7 @@ def models_download_cmd(
     if failed:
         raise ModelUnavailable(
             f"{len(failed)} of {len(targets)} model files could not be fetched",
-            hint=failed[0].hint,
+            hint=hub.import_hint(s.models_dir, "their URLs in `dhr models list --json`"),
         )
 
 
@@ -1592,8 +1592,11 @@ def models_path_cmd(
 
 @command(models_app, "import")
 def models_import_cmd(
-    file: Annotated[
-        Path, typer.Argument(help="A model file obtained elsewhere.", show_default=False)
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model files (or pinned archives) obtained elsewhere.", show_default=False
+        ),
     ],
     name: Annotated[
         str | None,
@@ -1610,16 +1613,27 @@ def models_import_cmd(
         ),
     ] = False,
 ) -> None:
-    """Copy a model file obtained elsewhere into the models folder, after verifying it."""
+    """Copy model files obtained elsewhere into the models folder, after verifying each."""
     from . import console, hub
+    from .pipeline import run_batch
 
     s = _settings()
-    paths = hub.import_file(file, name, models_dir=s.models_dir, force=force)
+    if name is not None and len(files) > 1:
+        raise UsageError("--name names one file: import the others without it")
+    imported: list[str] = []
+
+    def work(file: Path) -> dict[str, Any]:
+        paths = [str(p) for p in hub.import_file(file, name, models_dir=s.models_dir, force=force)]
+        imported.extend(paths)
+        if not s.json:
+            for p in paths:
+                console.print_data(p)
+        return {"input": str(file), "imported": paths}
+
+    result = run_batch(files, work, label="import")
     if s.json:
-        console.print_json({"imported": [str(p) for p in paths]})
-    else:
-        for p in paths:
-            console.print_data(str(p))
+        console.print_json({"imported": imported, "failed": result.to_json()["failed"]})
+    result.raise_for_failures()
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -24,8 +24,17 @@ class _State:
     quiet: bool = False
     verbose: bool = False
     json: bool = False
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    err: Console = field(default_factory=lambda: _stderr_console())
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+
+
+def _stderr_console() -> Console:
+    """Messages on stderr, wrapped to the width of a terminal; into a log file or a pipe one
+    line per message, since rich would cut them at 80 columns (a URL in two halves, an error
+    that `grep` no longer finds)."""
+    err = Console(stderr=True, highlight=False)
+    err.soft_wrap = not err.is_terminal
+    return err
 
 
 _state = _State()
@@ -36,7 +45,7 @@ def configure(*, quiet: bool = False, verbose: bool = False, json_mode: bool = F
     _state.quiet = quiet
     _state.verbose = verbose
     _state.json = json_mode
-    _state.err = Console(stderr=True, highlight=False)
+    _state.err = _stderr_console()
     _state.out = Console(highlight=False, soft_wrap=True)
 
 

@@ -66,7 +66,20 @@ class BadData(DhrError):
 
 
 class ModelUnavailable(DhrError):
+    """A model file that cannot be had. `missing` lists (file name, download URL or None, why)
+    of each file concerned, so that several failures can be told as one list."""
+
     exit_code = ExitCode.MODEL_UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        missing: tuple[tuple[str, str | None, str], ...] = (),
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = missing
 
 
 class OutputError(DhrError):

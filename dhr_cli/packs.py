@@ -324,13 +324,9 @@ class Pack:
                     hub.fetch(n, models_dir=self.models_dir, offline=self.offline)
                 except ModelUnavailable as e:
                     missing.append(e)
-        if len(missing) == 1:
-            raise missing[0]
         if missing:
-            raise ModelUnavailable(
-                f"the {self.name} pack needs {len(missing)} model files that are not available:\n  "
-                + "\n  ".join(e.message for e in missing),
-                hint=missing[0].hint,
+            raise hub.unavailable_together(
+                f"the {self.name} pack", missing, models_dir=self.models_dir
             )
 
     @property

@@ -158,6 +158,48 @@ def test_import_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "Traceback" not in capsys.readouterr().err
 
 
+def test_import_several_files_at_once(
+    shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `dhr models import /media/usb/*`: each file verified on its own, a bad one does not stop
+    # the others (exit 7 at the end)
+    files = [
+        str(shutil.copy(direction(shared_dir, f"interfacegan_{a}.pt"), tmp_path / f"{a}.pt"))
+        for a in ("age", "smile")
+    ]
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a model")
+    assert main(["models", "import", files[0], str(junk), files[1], "--json"]) == 7
+    out = json.loads(capsys.readouterr().out)
+    assert out["imported"] == [
+        str(hub.cache_dir() / "interfacegan_age.pt"),
+        str(hub.cache_dir() / "interfacegan_smile.pt"),
+    ]
+    assert [f["input"] for f in out["failed"]] == [str(junk)]
+    assert (hub.cache_dir() / "interfacegan_smile.pt").is_file()
+    assert main(["models", "import", *files, "--name", "interfacegan-age"]) == 2
+    assert "--name names one file" in capsys.readouterr().err
+
+
+def test_a_pack_without_its_files_lists_each_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the first `dhr invert` without network: one line per missing file with its URL, the
+    # reason once, not a paragraph per file repeating each URL three times
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64)).save(photo)
+    assert main(["invert", str(photo), "--pack", "ffhq"]) == 5
+    err = capsys.readouterr().err
+    files = [hub.get(n) for n in ("stylegan2-ffhq-1024", "e4e-ffhq", "bisenet-parsing")]
+    for e in files:
+        assert err.count(e.url) == 1
+        assert f"{e.filename}  " in err
+    assert err.count("not in the cache, and offline mode is on") == 1
+    assert "dhr models import FILE..." in err and str(hub.cache_dir()) in err
+
+
 def test_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "path", "mtcnn-onet"]) == 0
     assert capsys.readouterr().out.strip().endswith("onet.pt")

@@ -360,6 +360,23 @@ def test_offline_error_names_file_url_and_folder() -> None:
     assert "dhr models import" in msg
 
 
+def test_several_missing_files_are_told_as_one_list() -> None:
+    a = ModelUnavailable("a", missing=(("a.pt", "https://x/a.pt", "offline"),))
+    b = ModelUnavailable("b", missing=(("bb.pth", "https://y/bb.pth", "HTTP 404"),))
+    other = ModelUnavailable("a file of no registry entry is broken")
+    msg = hub.unavailable_together("the test pack", [a, b, other]).message
+    assert msg.splitlines() == [
+        "the test pack needs 3 model files that are not available:",
+        "  a.pt    https://x/a.pt",
+        "    why: offline",
+        "  bb.pth  https://y/bb.pth",
+        "    why: HTTP 404",
+        "  a file of no registry entry is broken",
+    ]
+    assert hub.unavailable_together("p", [a]) is a
+    assert hub.unavailable_together("p", [a, a]).message.endswith("\n  why: offline")
+
+
 def test_offline_makes_no_request(http_server, monkeypatch) -> None:
     url = http_server.add("w.bin", b"x" * 100)
     add_entry(monkeypatch, urls=(url,))
