@@ -87,3 +87,14 @@ def test_ctrl_c_exits_130_and_says_so(
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+
+
+def test_messages_into_a_pipe_are_one_line_each(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a log file or `2>&1 | grep`: rich would cut at 80 columns, a path or URL in two halves
+    monkeypatch.setenv("COLUMNS", "80")
+    deep = tmp_path / ("a-long-folder-name-" * 5) / "photo.jpg"
+    assert main(["invert", str(deep)]) == 3
+    err = capsys.readouterr().err
+    assert f"error: not found: {deep}\n" in err
