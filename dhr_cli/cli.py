@@ -871,7 +871,7 @@ def edit_cmd(
         typer.Option(
             "--output",
             "-o",
-            help="Output FILE (one input) or folder DIR/ (default: <stem>.<edit>.<ext> beside the photo).",
+            help="Output FILE (one input) or folder DIR/ (default: <stem>.<edit>.<ext> beside the project file).",
             rich_help_panel=_FACES,
             show_default=False,
         ),

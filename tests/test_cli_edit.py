@@ -265,6 +265,20 @@ def test_output_onto_an_input_is_refused_and_the_input_kept(
 
 
 @pytest.mark.slow
+def test_edits_of_projects_in_another_folder_go_beside_them(work: Path) -> None:
+    # `dhr invert photos/*.png -o out/` then `dhr edit out/*.dhr`: the edits join the
+    # projects and reconstructions in out/, the photos' folder gets nothing
+    out = work.parent / "out"
+    out.mkdir()
+    for f in ("f0.png.dhr", "f1.png.dhr"):
+        shutil.move(work / f, out / f)
+    before = sorted(p.name for p in work.iterdir())
+    argv = ["edit", str(out / "f0.png.dhr"), str(out / "f1.png.dhr"), "--smile", "1", "-q"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in work.iterdir()) == before
+    assert (out / "f0.smile+1.png").is_file() and (out / "f1.smile+1.png").is_file()
+
+
 def test_shell_loop_invert_then_edit(tmp_path: Path) -> None:
     """The README's loop, literally, on three synthetic photos (fast invert options)."""
     from dhr_cli.synthetic.benchset import make_sample

@@ -35,7 +35,8 @@ the same bytes as the reconstruction (PNG).
 Files (`EditSession.edit_input`): a photo argument edits every face project of that photo
 (``photo.jpg.dhr``, ``photo.jpg.face2.dhr``, ...) into one image; a project argument edits that
 face. Without an argument `latest_project` picks the project most recently written by `dhr
-invert` in the current folder. Outputs: ``<stem>.<tag><ext>`` beside the photo (tag like
+invert` in the current folder. Outputs: ``<stem>.<tag><ext>`` beside the project file (which
+is beside the photo unless `dhr invert -o DIR` put it in DIR: edits follow it there; tag like
 ``smile+1.5_age-1``), or ``-o FILE`` / ``-o DIR/``; a sweep writes a strip
 ``<stem>.sweep-<name><start>to<stop>x<n><ext>`` (and with frames each frame under its own tag).
 The project file is never modified unless `save` records the edit in its history.
@@ -1046,7 +1047,7 @@ class EditSession:
 
     def _target(self, folder: Path, name: str) -> Path:
         """`-o FILE` (one input), `-o DIR/` (or an existing folder, or several inputs), else
-        `name` in `folder` (beside the photo)."""
+        `name` in `folder` (beside the project)."""
         out = self.output
         if out is None:
             return folder / name
@@ -1102,7 +1103,8 @@ class EditSession:
             for f in faces:
                 f.project.check_source(photo_path)
             photo = load_image(photo_path)
-            stem, folder = photo_path.stem, photo_path.parent
+            # beside the project: where `dhr invert [-o DIR]` wrote the reconstruction too
+            stem, folder = photo_path.stem, main.path.parent
             ext = recon_extension(photo, self.format)
         else:
             source = main.project.source_path
