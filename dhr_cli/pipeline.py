@@ -9,7 +9,8 @@ save project -> render the reconstruction -> paste back.
   `drop_own_outputs` keeps a batch from taking dhr's own files for photos, `output_collisions`
   from writing two photos' outputs onto the same files.
 
-Outputs of `dhr invert photo.jpg` (beside the photo, or in `-o DIR`):
+Outputs of `dhr invert photo.jpg` (beside the photo, or in `-o DIR`; given a project file, beside
+that project, wherever an earlier `-o DIR` put it, as `dhr mask` and `dhr edit` do):
   ``photo.jpg.dhr``        the project (W+, mask, feature, weight delta, alignment, parameters)
   ``photo.recon.jpg``      the reconstruction pasted back into the photo (format of the photo
                            unless `--format`)
@@ -782,8 +783,11 @@ def invert_photo(
         _, photo_path = project_source(project_arg, engine.pack.name)
     photo = engine.load_photo(photo_path)
     ext = recon_extension(photo, engine.options.faces.format)
+    into_project = project_arg is not None and output is None
+    if into_project:
+        output = project_arg.parent  # its images beside it, as `dhr mask` and `dhr edit` do
     outs = output_paths(photo_path, output, many=many, fmt_ext=ext)
-    if project_arg is not None and output is None:
+    if into_project:
         outs.project = project_arg
     if skip_existing and outs.project.exists() and outs.recon.exists():
         from .project import Project

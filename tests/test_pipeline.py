@@ -388,3 +388,13 @@ def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> N
     again = invert_photo(engine, Path(first["project"]), progress=False)
     assert again["project"] == first["project"] and again["input"] == str(local)
     assert [h.step for h in Project.load(first["project"]).history] == ["invert", "invert"]
+
+    # a project that `-o out/` put elsewhere: its reconstruction is rewritten beside it, in
+    # out/, not into the photo's folder
+    out = tmp_path / "out"
+    moved = invert_photo(engine, local, output=out, progress=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    redo = invert_photo(engine, Path(moved["project"]), progress=False)
+    assert redo["project"] == str(out / "face.png.dhr")
+    assert redo["recon"] == str(out / "face.recon.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
