@@ -27,12 +27,14 @@ as a maximum) over all images and per stratum, run metadata (machine, load, time
 the first K images, thumbnails for the comparison grid. `--shard K/N` processes every N-th item
 from the K-th; `merge_results` combines parts into the document one whole run gives: the same
 records in the same order and aggregates recomputed from them (only `runtime` fields and the
-run metadata depend on the machine).
+run metadata depend on the machine). Ctrl-C raises `BenchInterrupted` carrying the document of
+the images measured so far (workers included), so an interrupted run still gets its report.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 
 FORMAT = "dhr-bench"
 VERSION = 1
+INTERRUPT_WAIT_S = 60  # how long Ctrl-C waits for workers to hand in what they measured
 METHODS: tuple[str, ...] = ("encoder", "pti", "feature", "dhr")
 DEFAULT_DIR = Path("dhr-bench")
 EVAL_RES = 256  # the released evaluation resizes both images to 256 px
@@ -322,6 +325,14 @@ def _nanmean(values: Iterable[float]) -> float:
 
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class BenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a benchmark, with the results document of the images measured so far."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__(doc)
+        self.doc = doc
 
 
 class Bench:
@@ -880,20 +891,29 @@ def _run_positions(
     records: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     loads: list[list[float]] = []
-    for pos in positions:
-        item = items[pos]
-        try:
-            records.append(bench.run_item(item, progress))
-        except DhrError as e:
-            console.log.error(f"{item.id}: {e.message}")
-            failed.append(
-                {"position": pos, "id": item.id, "error": e.message, "exit_code": int(e.exit_code)}
-            )
-        ld = _load()
-        if ld:
-            loads.append(ld)
-        if progress is not None:
-            progress({"event": "item", "position": pos, "id": item.id})
+    interrupted = False
+    try:
+        for pos in positions:
+            item = items[pos]
+            try:
+                records.append(bench.run_item(item, progress))
+            except DhrError as e:
+                console.log.error(f"{item.id}: {e.message}")
+                failed.append(
+                    {
+                        "position": pos,
+                        "id": item.id,
+                        "error": e.message,
+                        "exit_code": int(e.exit_code),
+                    }
+                )
+            ld = _load()
+            if ld:
+                loads.append(ld)
+            if progress is not None:
+                progress({"event": "item", "position": pos, "id": item.id})
+    except KeyboardInterrupt:
+        interrupted = True  # the images finished so far are still worth reporting
     run = {
         "label": label,
         "positions": len(positions),
@@ -909,7 +929,11 @@ def _run_positions(
         "peak_rss_scope": bench.rss_scope,
         **_machine(),
     }
-    return _document(config, items, records, failed, [run], bench.notices, bench.pack)
+    doc = _document(config, items, records, failed, [run], bench.notices, bench.pack)
+    if interrupted:
+        doc["interrupted"] = True
+        raise BenchInterrupted(doc)
+    return doc
 
 
 def _document(
@@ -966,9 +990,20 @@ def _auto_jobs(config: BenchConfig, n: int) -> int:
 
 def _worker(config_json: dict[str, Any], positions: list[int], queue: Any, label: str) -> dict:
     """A worker process of `run_bench(jobs > 1)`."""
+    import signal
+
     from . import console
 
     console.configure(quiet=True)
+
+    def first_interrupt_only(signum: int, frame: Any) -> None:
+        # Ctrl-C in a terminal reaches every process, and the parent passes it on too: the
+        # second one must not cut short the partial results this worker is handing in
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first_interrupt_only)
+    queue.put({"event": "worker", "pid": os.getpid()})
 
     def progress(event: dict[str, Any]) -> None:
         queue.put(event)
@@ -998,11 +1033,15 @@ def run_bench(
         jobs = _auto_jobs(config, len(positions))
     jobs = max(1, min(jobs, len(positions)))
     label = f"shard {shard[0]}/{shard[1]}" if shard else None
-    with _Progress(items, positions, config.methods, show_progress) as prog:
-        if jobs == 1 or pack is not None:
-            doc = _run_positions(config, positions, pack=pack, progress=prog, label=label)
-        else:
-            doc = _run_parallel(config, positions, jobs, prog, label)
+    try:
+        with _Progress(items, positions, config.methods, show_progress) as prog:
+            if jobs == 1 or pack is not None:
+                doc = _run_positions(config, positions, pack=pack, progress=prog, label=label)
+            else:
+                doc = _run_parallel(config, positions, jobs, prog, label)
+    except BenchInterrupted as e:
+        e.doc["shard"] = list(shard) if shard else None
+        raise
     doc["shard"] = list(shard) if shard else None
     return doc
 
@@ -1033,25 +1072,56 @@ def _run_parallel(
                 for j in range(1, jobs + 1)
             ]
             pending = set(futures)
+
+            def drain() -> None:
+                while True:
+                    try:
+                        prog(q.get_nowait())
+                    except queue_mod.Empty:
+                        return
+
             try:
                 while pending:
                     _, pending = wait(pending, timeout=0.5)
-                    while True:
-                        try:
-                            prog(q.get_nowait())
-                        except queue_mod.Empty:
-                            break
+                    drain()
             except KeyboardInterrupt:
+                drain()  # the workers' pids
+                parts = _hand_in(futures, prog.worker_pids)
                 pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            while True:
-                try:
-                    prog(q.get_nowait())
-                except queue_mod.Empty:
-                    break
+                if not parts:
+                    raise
+                doc = merge_results(parts)
+                doc["interrupted"] = True
+                raise BenchInterrupted(doc) from None
+            drain()
             parts = [f.result() for f in futures]
     doc = merge_results(parts, require_complete=False)
     return doc
+
+
+def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]]:
+    """After Ctrl-C: interrupt every worker and collect what each has measured (a worker
+    that finished has its whole part). A second Ctrl-C stops waiting."""
+    import signal
+    from concurrent.futures import wait
+
+    from . import console
+
+    console.log.warn("interrupted: collecting the images measured so far (Ctrl-C again to quit)")
+    for pid in pids:
+        with contextlib.suppress(OSError):  # a worker that has already exited
+            os.kill(pid, signal.SIGINT)  # not every worker got the terminal's
+    wait(futures, timeout=INTERRUPT_WAIT_S)
+    parts = []
+    for f in futures:
+        if not f.done() or f.cancelled():
+            continue
+        e = f.exception()
+        if e is None:
+            parts.append(f.result())
+        elif isinstance(e, BenchInterrupted):
+            parts.append(e.doc)
+    return parts
 
 
 class _Progress:
@@ -1071,6 +1141,7 @@ class _Progress:
         self.done_items = 0
         self.done_units = 0
         self.t0 = time.perf_counter()
+        self.worker_pids: list[int] = []
         self._ctx: Any = None
         self._task: Any = None
 
@@ -1093,6 +1164,8 @@ class _Progress:
         return elapsed / self.done_items * (self.n - self.done_items)
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] == "worker":
+            self.worker_pids.append(event["pid"])
         if not self.enabled:
             return
         from . import console

@@ -8,6 +8,7 @@ Global options (--device, --quiet, --verbose, --json, --seed, --models-dir,
 (`dhr --json models list` and `dhr models list --json` mean the same).
 """
 
+import contextlib
 import functools
 import inspect
 import math
@@ -1264,7 +1265,7 @@ def bench_cmd(
     Outputs: a table (or --json); report.md, chart.png, grid.png, results.json in --report.
     Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
     """
-    from .bench import BenchConfig, run_bench
+    from .bench import BenchConfig, BenchInterrupted, run_bench
     from .errors import InputMissing
     from .method.edit import parse_named
     from .packs import check_pack_name
@@ -1317,8 +1318,30 @@ def bench_cmd(
 
         report = DEFAULT_DIR
     seed_everything(s.seed)
-    doc = run_bench(config, shard=shard_kn, jobs=jobs, show_progress=not s.quiet)
-    _bench_outputs(doc, output, report, grid, _bench_command_line(config, shard, jobs))
+    command_line = _bench_command_line(config, shard, jobs)
+    try:
+        doc = run_bench(config, shard=shard_kn, jobs=jobs, show_progress=not s.quiet)
+    except BenchInterrupted as e:
+        _interrupted_bench_outputs(e.doc, output, report, grid, command_line)
+        raise
+    _bench_outputs(doc, output, report, grid, command_line)
+
+
+def _interrupted_bench_outputs(
+    doc: dict[str, Any], output: Path | None, report: Path | None, grid: int, command_line: str
+) -> None:
+    """Ctrl-C: write what was measured (results, report), marked incomplete; exit 130 after."""
+    from . import console
+    from .errors import PartialFailure
+
+    if not doc["records"]:
+        return
+    console.log.warn(
+        f"interrupted after {len(doc['positions'])} of {len(doc['items'])} images: writing "
+        "the results of those (`--reuse` keeps the inversions for the next run)"
+    )
+    with contextlib.suppress(PartialFailure):  # the exit code is the interruption's
+        _bench_outputs(doc, output, report, grid, command_line)
 
 
 @command(bench_app, "merge")

@@ -568,7 +568,11 @@ def markdown(doc: dict[str, Any], *, command: str | None = None, images: dict[st
     if not doc.get("complete", True):
         out += [
             f"**Incomplete:** {len(doc['positions'])} of {len(doc['items'])} images "
-            "(a shard, or a merge of some shards).",
+            + (
+                "(the run was interrupted)."
+                if doc.get("interrupted")
+                else "(a shard, or a merge of some shards)."
+            ),
             "",
         ]
     if doc.get("failed"):

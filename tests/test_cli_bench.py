@@ -162,3 +162,58 @@ def test_subprocess_parallel_workers_match_one_process(tmp_path: Path, capsys) -
     single = json.loads(capsys.readouterr().out)
     assert len(single["runs"]) == 1
     assert comparable(parallel) == comparable(single)
+
+
+def test_ctrl_c_still_writes_what_was_measured(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An interrupted run (one process) reports the images it finished, marked incomplete,
+    and exits 130."""
+    from dhr_cli.bench import Bench
+
+    measure = Bench.run_item
+
+    def interrupted_at_the_second(self, item, progress=None):
+        if item.position == 1:
+            raise KeyboardInterrupt
+        return measure(self, item, progress)
+
+    monkeypatch.setattr(Bench, "run_item", interrupted_at_the_second)
+    report, out = tmp_path / "rep", tmp_path / "res.json"
+    args = ["bench", "--synthetic", "3", "--methods", "encoder", "-j", "1"]
+    assert main([*args, "--report", str(report), "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1 of 3 images" in err and "Traceback" not in err
+    doc = load_results(out)
+    assert [r["id"] for r in doc["records"]] == ["00000"]
+    assert doc["interrupted"] and not doc["complete"]
+    md = (report / "report.md").read_text()
+    assert "**Incomplete:** 1 of 3 images (the run was interrupted)." in md
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_collects_every_workers_images(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: each worker hands in what it finished."""
+    import signal
+
+    args = ["--synthetic", "6", "--methods", "dhr", "--steps", "40", "-j", "2", "-o", "res.json"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dhr_cli", "bench", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "DHR_OFFLINE": "1"},
+        start_new_session=True,
+    )
+    lines = []
+    for line in p.stderr:  # wait until both workers have finished an image
+        lines.append(line)
+        if line.startswith("[2/6]"):
+            os.killpg(p.pid, signal.SIGINT)
+            break
+    err = "".join(lines) + p.stderr.read()
+    assert p.wait(timeout=120) == 130, err
+    doc = load_results(tmp_path / "res.json")
+    assert 2 <= len(doc["records"]) < 6 and doc["interrupted"], err
+    assert len(doc["runs"]) == 2  # a part from each worker
+    assert (tmp_path / "dhr-bench" / "report.md").is_file()
