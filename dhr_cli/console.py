@@ -19,15 +19,6 @@ from typing import Any
 from rich.console import Console
 
 
-@dataclass
-class _State:
-    quiet: bool = False
-    verbose: bool = False
-    json: bool = False
-    err: Console = field(default_factory=lambda: _stderr_console())
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-
-
 def _stderr_console() -> Console:
     """Messages on stderr, wrapped to the width of a terminal; into a log file or a pipe one
     line per message, since rich would cut them at 80 columns (a URL in two halves, an error
@@ -35,6 +26,15 @@ def _stderr_console() -> Console:
     err = Console(stderr=True, highlight=False)
     err.soft_wrap = not err.is_terminal
     return err
+
+
+@dataclass
+class _State:
+    quiet: bool = False
+    verbose: bool = False
+    json: bool = False
+    err: Console = field(default_factory=_stderr_console)
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
 
 
 _state = _State()
