@@ -1553,9 +1553,10 @@ def models_download_cmd(
     if len(failed) == 1 and len(targets) == 1:
         raise failed[0]
     if failed:
-        raise ModelUnavailable(
+        raise hub.unavailable_together(
             f"{len(failed)} of {len(targets)} model files could not be fetched",
-            hint=hub.import_hint(s.models_dir, "their URLs in `dhr models list --json`"),
+            failed,
+            models_dir=s.models_dir,
         )
 
 
@@ -1653,7 +1654,7 @@ def models_import_cmd(
                 console.print_data(p)
         return {"input": str(file), "imported": paths}
 
-    result = run_batch(files, work, label="import")
+    result = run_batch(files, work, label="import", resume=None)
     if s.json:
         console.print_json({"imported": imported, "failed": result.to_json()["failed"]})
     result.raise_for_failures()

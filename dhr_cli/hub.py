@@ -1083,36 +1083,29 @@ def _unavailable(entry: ModelFile, folder: Path, why: str) -> ModelUnavailable:
 
 
 def unavailable_together(
-    what: str, errors: list[ModelUnavailable], *, models_dir: Path | str | None = None
+    head: str, errors: list[ModelUnavailable], *, models_dir: Path | str | None = None
 ) -> ModelUnavailable:
-    """One error for several missing model files (a pack's first use without network): a
-    short list of the files and their URLs, with the reason once when they share it."""
+    """One error for several missing model files (a pack's first use without network): `head`,
+    then the files and their URLs, listed under each reason (mostly one: no network)."""
     if len(errors) == 1:
         return errors[0]
     missing = tuple(m for e in errors for m in e.missing)
-    whys = {why for _, _, why in missing}
-    shared = whys.pop() if len(whys) == 1 else None
     width = max((len(f) for f, _, _ in missing), default=0)
-    lines = []
+    by_reason: dict[str, list[str]] = {}
     for filename, url, why in missing:
-        line = f"{filename:<{width}}  {url or 'no download source'}"
-        lines.append(line if shared is not None else f"{line}\n    why: {why}")
+        by_reason.setdefault(why, []).append(f"{filename:<{width}}  {url or 'no download source'}")
+    lines = []
+    for why, files in by_reason.items():
+        lines += [f"{why}:", *(f"  {f}" for f in files)]
     lines += [e.message for e in errors if not e.missing]  # not a file of the registry
-    if shared:
-        lines.append(f"why: {shared}")
     return ModelUnavailable(
-        f"{what} needs {len(errors)} model files that are not available:\n  " + "\n  ".join(lines),
-        hint=import_hint(models_dir, "the URLs above"),
+        f"{head}:\n  " + "\n  ".join(lines),
+        hint=(
+            "download them on a machine with network access (`dhr models download` there, or "
+            "the URLs above), then `dhr models import FILE...` here, or copy them into "
+            f"{cache_dir(models_dir)}"
+        ),
         missing=missing,
-    )
-
-
-def import_hint(models_dir: Path | str | None, urls: str) -> str:
-    """What to do about several missing files: fetch them elsewhere, import them here."""
-    return (
-        f"download them on a machine with network access (`dhr models download` there, or "
-        f"{urls}), then `dhr models import FILE...` here, or copy them into "
-        f"{cache_dir(models_dir)}"
     )
 
 

@@ -326,7 +326,9 @@ class Pack:
                     missing.append(e)
         if missing:
             raise hub.unavailable_together(
-                f"the {self.name} pack", missing, models_dir=self.models_dir
+                f"the {self.name} pack needs {len(missing)} model files that are not available",
+                missing,
+                models_dir=self.models_dir,
             )
 
     @property

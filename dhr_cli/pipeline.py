@@ -1114,6 +1114,7 @@ def run_batch(
     shard: tuple[int, int] | None = None,
     label: str = "invert",
     clashes: dict[Path, Path] | None = None,
+    resume: str | None = "the same command with --skip-existing continues",
 ) -> BatchResult:
     """Run `work` on each input of this shard, continuing past failures (DhrErrors).
 
@@ -1121,7 +1122,7 @@ def run_batch(
     collected (`BatchResult.raise_for_failures` turns them into PartialFailure after the caller
     has reported the rest). An input of `clashes` (see `output_collisions`) fails instead of
     overwriting the outputs of the earlier input it maps to. Ctrl-C stops at once (files already
-    written stay complete) and says where, so the user can resume.
+    written stay complete) and says where, and how to go on (`resume`).
     """
     from . import console
 
@@ -1144,7 +1145,7 @@ def run_batch(
                 finished = len(result.done) + len(result.skipped) + len(result.failed)
                 console.log.warn(
                     f"stopped at {path}, {finished} of {len(items)} inputs finished (their "
-                    "files are complete); the same command with --skip-existing continues"
+                    "files are complete)" + (f"; {resume}" if resume else "")
                 )
             raise
         except DhrError as e:
