@@ -1073,12 +1073,18 @@ def _run_parallel(
             ]
             pending = set(futures)
 
+            pids: list[int] = []
+
             def drain() -> None:
                 while True:
                     try:
-                        prog(q.get_nowait())
+                        event = q.get_nowait()
                     except queue_mod.Empty:
                         return
+                    if event["event"] == "worker":
+                        pids.append(event["pid"])
+                    else:
+                        prog(event)
 
             try:
                 while pending:
@@ -1086,7 +1092,7 @@ def _run_parallel(
                     drain()
             except KeyboardInterrupt:
                 drain()  # the workers' pids
-                parts = _hand_in(futures, prog.worker_pids)
+                parts = _hand_in(futures, pids)
                 pool.shutdown(wait=False, cancel_futures=True)
                 if not parts:
                     raise
@@ -1141,7 +1147,6 @@ class _Progress:
         self.done_items = 0
         self.done_units = 0
         self.t0 = time.perf_counter()
-        self.worker_pids: list[int] = []
         self._ctx: Any = None
         self._task: Any = None
 
@@ -1164,8 +1169,6 @@ class _Progress:
         return elapsed / self.done_items * (self.n - self.done_items)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        if event["event"] == "worker":
-            self.worker_pids.append(event["pid"])
         if not self.enabled:
             return
         from . import console

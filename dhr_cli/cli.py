@@ -1644,11 +1644,9 @@ def models_import_cmd(
     s = _settings()
     if name is not None and len(files) > 1:
         raise UsageError("--name names one file: import the others without it")
-    imported: list[str] = []
 
     def work(file: Path) -> dict[str, Any]:
         paths = [str(p) for p in hub.import_file(file, name, models_dir=s.models_dir, force=force)]
-        imported.extend(paths)
         if not s.json:
             for p in paths:
                 console.print_data(p)
@@ -1656,6 +1654,7 @@ def models_import_cmd(
 
     result = run_batch(files, work, label="import", resume=None)
     if s.json:
+        imported = [p for rec in result.done for p in rec["imported"]]
         console.print_json({"imported": imported, "failed": result.to_json()["failed"]})
     result.raise_for_failures()
 
