@@ -979,8 +979,8 @@ def _drop_stale_refinement(project: Project, mask: torch.Tensor) -> None:
         del project.tensors[key]
     project.params.pop("invert", None)
     console.log.warn(
-        "the new mask replaces the one the DHR refinement was fitted to; "
-        "run `dhr invert` again to refine with it"
+        "the new mask replaces the one the DHR refinement was fitted to, so that refinement was "
+        "removed: `dhr edit` uses the encoder code until `dhr invert` refines with the new mask"
     )
 
 

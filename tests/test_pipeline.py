@@ -270,7 +270,9 @@ def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: 
     np.testing.assert_array_equal(img, to_uint8(render_stored(pack.generator, p)))
 
 
-def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Path) -> None:
+def test_invert_reuses_stored_and_imported_masks(
+    pack, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     engine = Engine(pack, EngineOptions(method="dhr", **FAST))
     m = mask_photo(engine, photo, output=tmp_path, progress=False)
     assert m["mask_source"] == "computed" and Path(m["mask_overlay"]).is_file()
@@ -294,6 +296,8 @@ def test_invert_reuses_stored_and_imported_masks(pack, photo: Path, tmp_path: Pa
     Image.fromarray(painted).save(tmp_path / "hand.png")
     imp = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "hand.png", progress=False)
     assert imp["mask_source"] == "imported" and imp["in_domain_fraction"] == 0.75
+    # the user is told the refinement is gone, not only that the mask changed
+    assert "refinement was removed" in " ".join(capsys.readouterr().err.split())
     p = Project.load(rec["project"])
     assert p.params["mask"]["source"] == "imported"
     # the refinement fitted to the old mask is dropped (history kept)
