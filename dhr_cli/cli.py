@@ -264,7 +264,11 @@ TauOpt = Annotated[
     str | None,
     typer.Option(
         "--tau",
-        help="Superpixel threshold: one value, or per class (skin=0.7,eyes=0.8,default=0.6).",
+        help=(
+            "Superpixel threshold: one value, or per class (skin=0.7,eyes=0.8,default=0.6). "
+            "Default: the pack's per-class values (ffhq: the DHR release's; synthetic: "
+            "calibrated on held-out scenes)."
+        ),
         rich_help_panel=_ENGINE,
         show_default=False,
     ),
