@@ -679,10 +679,9 @@ class Bench:
 
 
 def _save_project(project: Any, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {path.parent}: {e}") from e
+    from .pipeline import ensure_folder
+
+    ensure_folder(path)
     project.save(path)
 
 
@@ -1216,12 +1215,24 @@ def load_results(path: Path) -> dict[str, Any]:
     return doc
 
 
+def check_results_path(path: Path) -> None:
+    """Fail before a long run, not after it, when results cannot be written to `path`: its
+    folder is created, and it must not be a folder itself."""
+    from .pipeline import ensure_folder
+
+    if path.is_dir():
+        raise OutputError(
+            f"{path} is a folder; give the results file a name", hint=f"-o {path / 'results.json'}"
+        )
+    ensure_folder(path)
+
+
 def write_results(doc: dict[str, Any], path: Path, *, grid: bool = True) -> Path:
     """Write a results document atomically (without grid thumbnails unless `grid`)."""
     path = Path(path)
     out = doc if grid else {k: v for k, v in doc.items() if k != "grid"}
+    check_results_path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".partial")
         tmp.write_text(json.dumps(_finite(out), indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)

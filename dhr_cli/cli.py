@@ -1269,11 +1269,11 @@ def bench_cmd(
     Outputs: a table (or --json); report.md, chart.png, grid.png, results.json in --report.
     Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
     """
-    from .bench import BenchConfig, BenchInterrupted, run_bench
+    from .bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
     from .errors import InputMissing
     from .method.edit import parse_named
     from .packs import check_pack_name
-    from .pipeline import parse_shard
+    from .pipeline import make_folder, parse_shard
     from .runtime import seed_everything
 
     s = _settings()
@@ -1321,6 +1321,11 @@ def bench_cmd(
         from .bench import DEFAULT_DIR
 
         report = DEFAULT_DIR
+    # a blocked output path is found now, not after hours of measuring
+    if output is not None:
+        check_results_path(output)
+    if report is not None:
+        make_folder(report)
     seed_everything(s.seed)
     command_line = _bench_command_line(config, shard, jobs)
     try:

@@ -696,12 +696,20 @@ def recon_extension(photo: Photo, fmt: str | None) -> str:
     return SAVE_FORMATS[chosen]
 
 
+def make_folder(folder: Path) -> None:
+    """Create `folder` and its parents (OutputError that says what is in the way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        # "File exists" / "Not a directory" do not say which part of the path is in the way
+        blocker = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise OutputError(f"cannot create folder {folder}: {why}") from e
+
+
 def ensure_folder(path: Path) -> None:
     """Create the folder a file will be written into (OutputError when impossible)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create folder {path.parent}: {e.strerror or e}") from e
+    make_folder(path.parent)
 
 
 def _load_existing(path: Path, photo_path: Path, pack: str) -> Project | None:

@@ -683,11 +683,10 @@ def write_report(
     grid: int | None = None,
 ) -> dict[str, Path]:
     """Write report.md, chart.png, grid.png (when thumbnails exist) and results.json."""
+    from .pipeline import make_folder
+
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {folder}: {e.strerror or e}") from e
+    make_folder(folder)
     written: dict[str, Path] = {}
     images: dict[str, str] = {}
 

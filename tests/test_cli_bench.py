@@ -47,6 +47,24 @@ def test_usage_errors(args, code, message, capsys, tmp_path, monkeypatch) -> Non
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--report", "afile/r"], "afile is a file, not a folder"),
+        (["-o", "afile/x.json", "--no-report"], "afile is a file, not a folder"),
+        (["-o", "adir", "--no-report"], "adir is a folder; give the results file a name"),
+    ],
+)
+def test_blocked_outputs_fail_before_measuring(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    monkeypatch.setattr("dhr_cli.bench.run_bench", lambda *a, **k: pytest.fail("measured"))
+    assert main(["bench", "--synthetic", "2", *args]) == 6
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_merge_refuses_other_json(tmp_path: Path, capsys) -> None:
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "dhr-synthetic-bench"}))

@@ -17,6 +17,7 @@ from dhr_cli.pipeline import (
     EngineOptions,
     about_input,
     drop_own_outputs,
+    ensure_folder,
     import_mask,
     invert_photo,
     landmarks_for_quad,
@@ -402,3 +403,12 @@ def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> N
     assert redo["project"] == str(out / "face.png.dhr")
     assert redo["recon"] == str(out / "face.recon.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_output_folder_blocked_by_a_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "afile" / "x.png", tmp_path / "afile" / "sub" / "x.png"):
+        with pytest.raises(OutputError, match=r"afile is a file, not a folder"):
+            ensure_folder(target)
+    ensure_folder(tmp_path / "new" / "sub" / "x.png")
+    assert (tmp_path / "new" / "sub").is_dir()
