@@ -1529,7 +1529,10 @@ def models_list_cmd(
 def models_download_cmd(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Model names (default: every file of the pack).", show_default=False),
+        typer.Argument(
+            help="Model names, or a pack's name for all its files (default: every file of --pack).",
+            show_default=False,
+        ),
     ] = None,
     pack: Annotated[str | None, typer.Option("--pack", help=_PACK_HELP, show_default=False)] = None,
 ) -> None:
@@ -1541,7 +1544,7 @@ def models_download_cmd(
     if names and pack:
         raise UsageError("give model names or --pack, not both")
     if names:
-        targets = [hub.get(n).name for n in names]  # unknown names fail before any download
+        targets = hub.download_targets(names)
     else:
         targets = [e.name for e in hub.entries(pack or hub.DEFAULT_PACK) if e.bundled is None]
     done: list[dict[str, Any]] = []

@@ -49,7 +49,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -446,9 +446,25 @@ def get(name: str) -> ModelFile:
     reg = registry()
     if name in reg:
         return reg[name]
+    if name in PACKS:
+        raise UsageError(
+            f"{name!r} is a pack, not a model file",
+            hint=f"its files: `dhr models list --pack {name}`; "
+            f"`dhr models download {name}` fetches them all",
+        )
     close = difflib.get_close_matches(name, list(reg), n=3)
     hint = f"did you mean {', '.join(close)}?" if close else "see `dhr models list`"
     raise UsageError(f"unknown model {name!r}", hint=hint)
+
+
+def download_targets(names: Sequence[str]) -> list[str]:
+    """Model names to download for `names`, where a pack's name stands for every file it
+    downloads (`dhr models download ffhq`); unknown names fail before any download."""
+    targets: list[str] = []
+    for n in names:
+        group = [e.name for e in entries(n) if e.bundled is None] if n in PACKS else [get(n).name]
+        targets += [t for t in group if t not in targets]
+    return targets
 
 
 # --- locations and settings -------------------------------------------------------------------

@@ -154,6 +154,19 @@ def test_unknown_name_suggests() -> None:
         hub.get("interfacegan-ag")
 
 
+def test_a_pack_name_stands_for_its_downloads() -> None:
+    with pytest.raises(UsageError, match="'ffhq' is a pack, not a model file") as e:
+        hub.get("ffhq")
+    assert "dhr models download ffhq" in (e.value.hint or "")
+    ffhq = hub.download_targets(["ffhq"])
+    assert ffhq == [x.name for x in hub.entries("ffhq") if x.bundled is None]
+    assert "stylegan2-ffhq-1024" in ffhq and "synthetic-generator" not in ffhq
+    # names already named by a pack are not fetched twice; unknown names fail first
+    assert hub.download_targets(["e4e-ffhq", "ffhq"]).count("e4e-ffhq") == 1
+    with pytest.raises(UsageError, match="unknown model"):
+        hub.download_targets(["ffhq", "nope"])
+
+
 def test_packs() -> None:
     ffhq = {e.name for e in hub.entries("ffhq")}
     assert "stylegan2-ffhq-1024" in ffhq and "lpips-alexnet" in ffhq  # common files included
