@@ -702,7 +702,9 @@ def make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         # "File exists" / "Not a directory" do not say which part of the path is in the way
-        blocker = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        blocker = next(
+            (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None
+        )
         why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
         raise OutputError(f"cannot create folder {folder}: {why}") from e
 
