@@ -432,9 +432,10 @@ class Bench:
             )
         except ModelUnavailable as e:
             console.log.debug(e.message)
+            why = e.missing[0][2] if e.missing else "not in the models folder"
             self.notices.append(
                 "identity similarity skipped: the ArcFace IR-SE50 weights (arcface-irse50) are "
-                "not available offline (`dhr models download arcface-irse50` fetches them)"
+                f"not available ({why}; `dhr models download arcface-irse50` fetches them)"
             )
         except DhrError as e:
             self.notices.append(f"identity similarity skipped: {e.message}")

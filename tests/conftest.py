@@ -11,6 +11,49 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def _loopback(host: object) -> bool:
+    return isinstance(host, str) and (host.startswith("127.") or host in ("::1", "localhost"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never touch the network: only loopback addresses resolve and connect (the local
+    HTTP server below). Session-wide, because module-scoped fixtures are set up before the
+    per-test environment of `_isolated_home`; they get an offline home of their own here."""
+    import socket
+
+    real_connect, real_connect_ex, real_getaddrinfo = (
+        socket.socket.connect,
+        socket.socket.connect_ex,
+        socket.getaddrinfo,
+    )
+
+    def refuse(address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not _loopback(host):
+            raise OSError(f"tests must not use the network (tried {host})")
+
+    def connect(self: socket.socket, address: object) -> None:
+        refuse(address)
+        return real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        refuse(address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        refuse((host,))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket.socket, "connect_ex", connect_ex)
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+        mp.setenv("DHR_HOME", str(tmp_path_factory.mktemp("dhr_home_session")))
+        mp.setenv("DHR_OFFLINE", "1")
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     # The golden fixtures must be there (in CI too): a missing folder is a failure, not a skip.
