@@ -8,7 +8,7 @@ engine's published defaults unless step options are given):
   images are): MSE (images in [-1, 1]) and LPIPS-Alex at full resolution and at 256 px (both
   images resized to 256 first, as the released evaluation does), PSNR (peak-to-peak 2, i.e.
   the usual PSNR of [0, 1] images), identity similarity (cosine of ArcFace IR-SE50 embeddings;
-  skipped with a notice when its weights are not available offline);
+  skipped with a notice when its weights are not available);
 - wall time per stage (`encode`, `segment`, `refine`, `total`, plus `edit` and `metrics`),
   process CPU time of the inversion, peak resident memory during the method (Linux resets the
   high-water mark per method through /proc/self/clear_refs; elsewhere the process peak) and the
