@@ -435,7 +435,7 @@ class Bench:
             why = e.missing[0][2] if e.missing else "not in the models folder"
             self.notices.append(
                 "identity similarity skipped: the ArcFace IR-SE50 weights (arcface-irse50) are "
-                f"not available ({why}; `dhr models download arcface-irse50` fetches them)"
+                f"not available: {why}. `dhr models download arcface-irse50` fetches them"
             )
         except DhrError as e:
             self.notices.append(f"identity similarity skipped: {e.message}")
