@@ -12,6 +12,8 @@ SHARED = REPO.parent / "shared"
 
 
 def _loopback(host: object) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
     return isinstance(host, str) and (host.startswith("127.") or host in ("::1", "localhost"))
 
 

@@ -30,6 +30,7 @@ def test_the_network_is_out_of_reach() -> None:
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1
     with pytest.raises(OSError, match="tests must not use the network"):
         socket.getaddrinfo("github.com", 443)
+    assert socket.getaddrinfo(b"localhost", 80) and socket.getaddrinfo(None, 80)  # passive: bind
     # loopback stays usable: the download tests' local HTTP server lives there
     srv = socket.create_server(("127.0.0.1", 0))
     with srv, socket.create_connection(srv.getsockname(), timeout=1):
