@@ -50,6 +50,7 @@ import numpy as np
 
 from . import __version__
 from .errors import BadData, DhrError, InputMissing, ModelUnavailable, OutputError, UsageError
+from .folders import ensure_folder
 
 if TYPE_CHECKING:
     import torch
@@ -482,8 +483,8 @@ class Bench:
 
         path = Path(self.config.projects or DEFAULT_DIR / "projects") / f"{item.id}.png"
         if not path.is_file():
+            ensure_folder(path)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".partial")
                 Image.fromarray(sample.image).save(tmp, format="PNG")
                 os.replace(tmp, path)
@@ -680,8 +681,6 @@ class Bench:
 
 
 def _save_project(project: Any, path: Path) -> None:
-    from .pipeline import ensure_folder
-
     ensure_folder(path)
     project.save(path)
 
@@ -1219,8 +1218,6 @@ def load_results(path: Path) -> dict[str, Any]:
 def check_results_path(path: Path) -> None:
     """Fail before a long run, not after it, when results cannot be written to `path`: its
     folder is created, and it must not be a folder itself."""
-    from .pipeline import ensure_folder
-
     if path.is_dir():
         raise OutputError(
             f"{path} is a folder; give the results file a name", hint=f"-o {path / 'results.json'}"

@@ -626,11 +626,11 @@ def _run_engine(
 ) -> None:
     from . import console
     from .faces.image_io import IMAGE_SUFFIXES, check_image
+    from .folders import ensure_folder
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import (
         Engine,
         EngineOptions,
-        ensure_folder,
         invert_photo,
         mask_photo,
         output_collisions,
@@ -1271,9 +1271,10 @@ def bench_cmd(
     """
     from .bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
     from .errors import InputMissing
+    from .folders import make_folder
     from .method.edit import parse_named
     from .packs import check_pack_name
-    from .pipeline import make_folder, parse_shard
+    from .pipeline import parse_shard
     from .runtime import seed_everything
 
     s = _settings()

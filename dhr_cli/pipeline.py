@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import BadData, DhrError, InputMissing, OutputError, PartialFailure, UsageError
+from .folders import ensure_folder
 
 if TYPE_CHECKING:
     import torch
@@ -694,24 +695,6 @@ def recon_extension(photo: Photo, fmt: str | None) -> str:
     if photo.path is not None and fmt is None and suffix_format(photo.path) == chosen:
         return photo.path.suffix
     return SAVE_FORMATS[chosen]
-
-
-def make_folder(folder: Path) -> None:
-    """Create `folder` and its parents (OutputError that says what is in the way)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        # "File exists" / "Not a directory" do not say which part of the path is in the way
-        blocker = next(
-            (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None
-        )
-        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
-        raise OutputError(f"cannot create folder {folder}: {why}") from e
-
-
-def ensure_folder(path: Path) -> None:
-    """Create the folder a file will be written into (OutputError when impossible)."""
-    make_folder(path.parent)
 
 
 def _load_existing(path: Path, photo_path: Path, pack: str) -> Project | None:

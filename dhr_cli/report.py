@@ -32,6 +32,7 @@ from .bench import (
     write_results,
 )
 from .errors import OutputError
+from .folders import make_folder
 
 METHOD_COLORS = {
     "encoder": (127, 127, 127),
@@ -683,8 +684,6 @@ def write_report(
     grid: int | None = None,
 ) -> dict[str, Path]:
     """Write report.md, chart.png, grid.png (when thumbnails exist) and results.json."""
-    from .pipeline import make_folder
-
     folder = Path(folder)
     make_folder(folder)
     written: dict[str, Path] = {}

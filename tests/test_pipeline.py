@@ -12,12 +12,12 @@ from PIL import Image
 
 from dhr_cli.errors import BadData, InputMissing, OutputError, PartialFailure, UsageError
 from dhr_cli.faces import ffhq_quad
+from dhr_cli.folders import ensure_folder
 from dhr_cli.pipeline import (
     Engine,
     EngineOptions,
     about_input,
     drop_own_outputs,
-    ensure_folder,
     import_mask,
     invert_photo,
     landmarks_for_quad,

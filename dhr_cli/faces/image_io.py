@@ -26,6 +26,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..console import log
 from ..errors import BadData, InputMissing, OutputError, UsageError
+from ..folders import ensure_folder
 
 # Decompression-bomb limit. 100 MP leaves room for 50 MP camera files while refusing a
 # small file that claims gigapixels; Pillow's own default (89 MP) would refuse 100 MP scans.
@@ -399,8 +400,8 @@ def save_image(
 def _atomic_save(im: Image.Image, path: Path, fmt: str, kwargs: dict[str, Any]) -> None:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory")
+    ensure_folder(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise OutputError(

@@ -1081,7 +1081,8 @@ class EditSession:
         import torch
 
         from ..faces import SAVE_FORMATS, load_image, output_format, save_image
-        from ..pipeline import ensure_folder, recon_extension, to_uint8
+        from ..folders import ensure_folder
+        from ..pipeline import recon_extension, to_uint8
         from .refine import stored_feature_mask
 
         if self.request.empty:
