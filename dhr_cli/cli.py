@@ -644,9 +644,9 @@ def _run_engine(
     inputs = _without_own_outputs(inputs)
     many = len(inputs) > 1
     if len(inputs) == 1 and not inputs[0].exists():
-        from .errors import InputMissing
+        from .errors import not_found
 
-        raise InputMissing(f"not found: {inputs[0]}")
+        raise not_found(inputs[0])
     if output is not None and len(inputs) > 1 and output.suffix == SUFFIX:
         raise UsageError("-o FILE.dhr works with one input; give a folder for several")
     if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
@@ -740,9 +740,9 @@ def mask_cmd(
         if len(inputs) > 1:
             raise UsageError("--from imports one mask for one photo")
         if not from_mask.is_file():
-            from .errors import InputMissing
+            from .errors import not_found
 
-            raise InputMissing(f"mask file not found: {from_mask}")
+            raise not_found(from_mask, "mask file")
     shard_kn = parse_shard(shard)
     faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
     engine_options = dict(
@@ -1270,7 +1270,8 @@ def bench_cmd(
     Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
     """
     from .bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
-    from .errors import InputMissing
+    from .errors import not_found
+    from .faces.image_io import check_image
     from .folders import make_folder
     from .method.edit import parse_named
     from .packs import check_pack_name
@@ -1288,10 +1289,13 @@ def bench_cmd(
             hint="dhr bench --synthetic 24  (or: dhr bench photos/*.jpg)",
         )
     inputs = _without_own_outputs(inputs)
+    for p in inputs:
+        if p.is_dir():
+            check_image(p)  # says what to give instead of a folder
     missing = [p for p in inputs if not p.is_file()]
     if missing:
-        raise InputMissing(
-            f"not found: {', '.join(map(str, missing[:5]))}"
+        raise not_found(
+            ", ".join(map(str, missing[:5]))
             + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         )
     if report is not None and no_report:

@@ -92,3 +92,18 @@ class PartialFailure(DhrError):
 
 class NotAvailable(DhrError):
     exit_code = ExitCode.NOT_AVAILABLE
+
+
+def not_found(path: object, what: str = "") -> InputMissing:
+    """The error for a missing input, `what` naming its kind ("photo", "project file", ...).
+
+    A shell passes a pattern that matches nothing on unchanged (`dhr invert *.JPG` in a folder
+    of .jpg files), so a missing name with pattern characters is told as an empty match.
+    """
+    name = str(path)
+    message = f"{what} not found: {name}" if what else f"not found: {name}"
+    if any(c in name for c in "*?["):
+        return InputMissing(
+            message, hint="no file matches this pattern (the shell passes it on unexpanded)"
+        )
+    return InputMissing(message)

@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import BadData, DhrError, InputMissing, OutputError, PartialFailure, UsageError
+from .errors import (
+    BadData,
+    DhrError,
+    InputMissing,
+    OutputError,
+    PartialFailure,
+    UsageError,
+    not_found,
+)
 from .folders import ensure_folder
 
 if TYPE_CHECKING:
@@ -769,7 +777,7 @@ def invert_photo(
 
     photo_path = Path(photo_path)
     if not photo_path.exists():
-        raise InputMissing(f"photo not found: {photo_path}")
+        raise not_found(photo_path, "photo")
     project_arg = None
     if photo_path.suffix == SUFFIX:
         project_arg = photo_path
@@ -890,7 +898,7 @@ def mask_photo(
 
     target = Path(target)
     if not target.exists():
-        raise InputMissing(f"not found: {target}")
+        raise not_found(target)
     if target.suffix == SUFFIX:
         existing, photo_path = project_source(target, engine.pack.name)
         outs = output_paths(photo_path, output, many=many, fmt_ext=".png")

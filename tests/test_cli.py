@@ -98,3 +98,28 @@ def test_messages_into_a_pipe_are_one_line_each(
     assert main(["invert", str(deep)]) == 3
     err = capsys.readouterr().err
     assert f"error: not found: {deep}\n" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["invert", "*.JPG"],
+        ["mask", "*.JPG"],
+        ["edit", "*.JPG", "--smile", "1"],
+        ["invert", "*.JPG", "other*.png"],
+        ["mask", "face.png", "--from", "mask*.png"],
+    ],
+)
+def test_a_pattern_that_matched_nothing_is_told_as_such(
+    args: list[str], tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bash hands `*.JPG` on unchanged when no file matches; "not found: *.JPG" alone puzzles
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "face.png")
+    assert main([*args, "--pack", "synthetic"]) in (3, 7)
+    err = capsys.readouterr().err
+    assert "not found:" in err and "no file matches this pattern" in err
+    assert "Traceback" not in err

@@ -34,6 +34,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         (["--synthetic", "2", "--report", "r", "--no-report"], 2, "contradict"),
         (["--pack", "nope", "--synthetic", "2"], 2, "unknown pack"),
         (["missing.png"], 3, "not found: missing.png"),
+        (["*.JPG"], 3, "no file matches this pattern"),
+        (["adir"], 3, "expected an image file, got a directory: adir"),
         (["merge"], 2, "give the results files"),
         (["merge", "missing.json", "-o", "all.json"], 3, "results file not found"),
         (["merge", "a.json"], 2, "-o FILE, --report DIR or --json"),
@@ -42,6 +44,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_usage_errors(args, code, message, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "adir").mkdir()
     assert main(["bench", *args]) == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

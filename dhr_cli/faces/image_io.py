@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..console import log
-from ..errors import BadData, InputMissing, OutputError, UsageError
+from ..errors import BadData, InputMissing, OutputError, UsageError, not_found
 from ..folders import ensure_folder
 
 # Decompression-bomb limit. 100 MP leaves room for 50 MP camera files while refusing a
@@ -124,7 +124,7 @@ def check_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
 def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """The lazily opened image (header read, size checked) under the pixel limit."""
     if not path.exists():
-        raise InputMissing(f"image not found: {path}")
+        raise not_found(path, "image")
     if path.is_dir():
         raise InputMissing(
             f"expected an image file, got a directory: {path}",

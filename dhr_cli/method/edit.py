@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BadData, InputMissing, UsageError
+from ..errors import BadData, InputMissing, UsageError, not_found
 
 if TYPE_CHECKING:
     import torch
@@ -435,7 +435,7 @@ def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     tensors must name one 'direction'."""
     path = Path(path)
     if not path.is_file():
-        raise InputMissing(f"direction file not found: {path}")
+        raise not_found(path, "direction file")
     suffix = path.suffix.lower()
     meta: dict[str, str] = {}
     if suffix == ".npy":
@@ -999,7 +999,7 @@ class EditSession:
                 )
             return [arg], None
         if not arg.exists():
-            raise InputMissing(f"not found: {arg}")
+            raise not_found(arg)
         projects = _face_projects(arg)
         if not projects[0].is_file():
             raise InputMissing(
