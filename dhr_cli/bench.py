@@ -905,6 +905,7 @@ def _run_positions(
                         "error": e.message,
                         "exit_code": int(e.exit_code),
                     }
+                    | ({"hint": e.hint} if e.hint else {})
                 )
             ld = _load()
             if ld:

@@ -1048,6 +1048,7 @@ class BatchResult:
             "skipped": self.skipped,
             "failed": [
                 {"input": p, "error": e.message, "exit_code": int(e.exit_code)}
+                | ({"hint": e.hint} if e.hint else {})
                 for p, e in self.failed
             ],
         }

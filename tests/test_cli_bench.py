@@ -155,6 +155,7 @@ def test_photos_and_partial_failure(tmp_path: Path, capsys) -> None:
     doc = json.loads(captured.out)
     assert [r["id"] for r in doc["records"]] == ["good.png"]
     assert doc["failed"][0]["id"] == "wide.png" and doc["failed"][0]["exit_code"] == 4
+    assert "square crop" in doc["failed"][0]["hint"]  # what stderr says, the hint too
     assert (report / "report.md").is_file()
     assert "1 image(s) failed" in (report / "report.md").read_text()
 

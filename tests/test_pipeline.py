@@ -164,11 +164,15 @@ def test_mask_overlay_tints_out_of_domain() -> None:
 def test_run_batch_continues_past_failures(tmp_path: Path) -> None:
     def work(p: Path) -> dict:
         if p.name == "bad":
-            raise BadData("not a face")
+            raise BadData("not a face", hint="try --min-face 24")
         return {"input": str(p)}
 
     res = run_batch([Path("a"), Path("bad"), Path("c")], work)
     assert [r["input"] for r in res.done] == ["a", "c"] and len(res.failed) == 1
+    # --json keeps what stderr says, the hint included
+    assert res.to_json()["failed"] == [
+        {"input": "bad", "error": "not a face", "exit_code": 4, "hint": "try --min-face 24"}
+    ]
     with pytest.raises(PartialFailure, match="1 of 3 inputs failed"):
         res.raise_for_failures()
     with pytest.raises(BadData):  # a single input raises its own error (and exit code)
