@@ -50,7 +50,7 @@ import numpy as np
 
 from . import __version__
 from .errors import BadData, DhrError, InputMissing, ModelUnavailable, OutputError, UsageError
-from .folders import ensure_folder
+from .files import atomic_write, atomic_write_bytes, ensure_folder
 
 if TYPE_CHECKING:
     import torch
@@ -484,12 +484,8 @@ class Bench:
         path = Path(self.config.projects or DEFAULT_DIR / "projects") / f"{item.id}.png"
         if not path.is_file():
             ensure_folder(path)
-            try:
-                tmp = path.with_name(path.name + ".partial")
-                Image.fromarray(sample.image).save(tmp, format="PNG")
-                os.replace(tmp, path)
-            except OSError as e:
-                raise OutputError(f"cannot write {path}: {e}") from e
+            with atomic_write(path) as f:
+                Image.fromarray(sample.image).save(f, format="PNG")
         return path
 
     def _reusable(self, path: Path, photo: Path, method: str) -> Any:
@@ -1231,12 +1227,7 @@ def write_results(doc: dict[str, Any], path: Path, *, grid: bool = True) -> Path
     path = Path(path)
     out = doc if grid else {k: v for k, v in doc.items() if k != "grid"}
     check_results_path(path)
-    try:
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(_finite(out), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    atomic_write_bytes(path, (json.dumps(_finite(out), indent=1) + "\n").encode())
     return path
 
 

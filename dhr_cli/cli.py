@@ -626,7 +626,7 @@ def _run_engine(
 ) -> None:
     from . import console
     from .faces.image_io import IMAGE_SUFFIXES, check_image
-    from .folders import ensure_folder
+    from .files import ensure_folder
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import (
         Engine,
@@ -1272,7 +1272,7 @@ def bench_cmd(
     from .bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
     from .errors import not_found
     from .faces.image_io import check_image
-    from .folders import make_folder
+    from .files import make_folder
     from .method.edit import parse_named
     from .packs import check_pack_name
     from .pipeline import parse_shard

@@ -84,7 +84,7 @@ def run_demo(
     """Run the demo into ``out_dir``; returns what was written and the measured errors."""
     from .bench import grey_change, iou
     from .faces import load_image, save_image
-    from .folders import ensure_folder
+    from .files import ensure_folder
     from .method.edit import EditRequest, EditSession
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import (

@@ -57,6 +57,7 @@ from typing import Any
 
 from . import __version__, console
 from .errors import BadData, InputMissing, ModelUnavailable, OutputError, UsageError
+from .files import atomic_write_bytes, fsync_folder
 
 # --- registry ---------------------------------------------------------------------------------
 
@@ -571,7 +572,7 @@ class _Hashes:
         with FileLock(str(self.lock_path)):
             data = self.load()
             yield data
-            _atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+            atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def update(
         self,
@@ -595,30 +596,8 @@ class _Hashes:
                     }
                 if forget is not None:
                     data["verified"].pop(str(forget.resolve()), None)
-        except OSError as e:
+        except (OSError, OutputError) as e:
             console.log.debug(f"could not update {self.path}: {e}")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- checking a file against its entry --------------------------------------------------------
@@ -933,7 +912,7 @@ def _locked(folder: Path, filename: str) -> Iterator[None]:
 
 def _finish(partial: Path, dest: Path) -> None:
     os.replace(partial, dest)
-    _fsync_dir(dest.parent)
+    fsync_folder(dest.parent)
 
 
 def _download_direct(entry: ModelFile, url: str, folder: Path, hashes: _Hashes) -> Path:

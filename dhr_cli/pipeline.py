@@ -40,7 +40,7 @@ from .errors import (
     UsageError,
     not_found,
 )
-from .folders import ensure_folder
+from .files import ensure_folder
 
 if TYPE_CHECKING:
     import torch

@@ -38,12 +38,9 @@ save (Ctrl-C, full disk) leaves the previous file untouched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import re
-import secrets
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,7 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import BadData, InputMissing, OutputError
+from .errors import BadData, InputMissing
+from .files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -334,7 +332,8 @@ class Project:
             seen.add(t.untyped_storage().data_ptr())
             tensors[name] = t
         data = save(tensors, metadata=self.metadata())
-        _atomic_write(path, data)
+        with atomic_write(path) as f:
+            _write_all(f, data)
         self.dhr_version = __version__
         self.format_version = FORMAT_VERSION
         return path
@@ -465,37 +464,6 @@ def _check_header(data: bytes, path: Path) -> dict[str, str]:
     if end < body:
         raise BadData(f"{path}: corrupt project file ({body - end} unexpected trailing bytes)")
     return meta
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
-    folder = path.parent if str(path.parent) else Path(".")
-    tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours umask
-    except FileNotFoundError:
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist") from None
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        # Ctrl-C, full disk, ...: drop the temporary file; the old project stays as it was
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {path}: {e}") from e
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _write_all(f: Any, data: bytes, chunk: int = 16 << 20) -> None:

@@ -31,8 +31,7 @@ from .bench import (
     verdict_text,
     write_results,
 )
-from .errors import OutputError
-from .folders import make_folder
+from .files import atomic_write, atomic_write_bytes, make_folder
 
 METHOD_COLORS = {
     "encoder": (127, 127, 127),
@@ -691,12 +690,8 @@ def write_report(
 
     def save(im: Image.Image, name: str) -> None:
         path = folder / name
-        tmp = path.with_name(name + ".partial")
-        try:
-            im.save(tmp, format="PNG", optimize=True)
-            tmp.replace(path)
-        except OSError as e:
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+        with atomic_write(path) as f:
+            im.save(f, format="PNG", optimize=True)
         written[name.split(".")[0]] = path
         images[name.split(".")[0]] = name
 
@@ -707,11 +702,6 @@ def write_report(
     written["results"] = write_results(doc, folder / "results.json", grid=False)
     text = markdown(doc, command=command, images=images)
     path = folder / "report.md"
-    try:
-        tmp = path.with_name("report.md.partial")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    atomic_write_bytes(path, text.encode())
     written["report"] = path
     return written

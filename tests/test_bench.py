@@ -4,6 +4,7 @@ few steps), project reuse, and the report files."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -32,7 +33,7 @@ from dhr_cli.bench import (
     verdict_text,
     write_results,
 )
-from dhr_cli.errors import BadData, InputMissing, UsageError
+from dhr_cli.errors import BadData, InputMissing, OutputError, UsageError
 from dhr_cli.report import draw_chart, draw_grid, markdown, write_report
 
 FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
@@ -365,6 +366,22 @@ def test_report_files(whole: dict, tmp_path: Path) -> None:
         "identity similarity skipped",
     ):
         assert needle in text, needle
+
+
+def test_a_report_cut_short_leaves_no_half_files(
+    whole: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "ab") if isinstance(fp, (str, Path)) else contextlib.nullcontext(fp) as f:
+            f.write(b"\x89PNG half a chart")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OutputError, match=r"chart\.png: No space left on device"):
+        write_report(whole, tmp_path / "rep", command="dhr bench", grid=2)
+    assert list((tmp_path / "rep").iterdir()) == []
 
 
 def test_report_without_true_edits_or_grid() -> None:

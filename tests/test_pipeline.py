@@ -12,7 +12,6 @@ from PIL import Image
 
 from dhr_cli.errors import BadData, InputMissing, OutputError, PartialFailure, UsageError
 from dhr_cli.faces import ffhq_quad
-from dhr_cli.folders import ensure_folder
 from dhr_cli.pipeline import (
     Engine,
     EngineOptions,
@@ -407,12 +406,3 @@ def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> N
     assert redo["project"] == str(out / "face.png.dhr")
     assert redo["recon"] == str(out / "face.recon.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-
-
-def test_an_output_folder_blocked_by_a_file_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "afile").write_text("x")
-    for target in (tmp_path / "afile" / "x.png", tmp_path / "afile" / "sub" / "x.png"):
-        with pytest.raises(OutputError, match=r"afile is a file, not a folder"):
-            ensure_folder(target)
-    ensure_folder(tmp_path / "new" / "sub" / "x.png")
-    assert (tmp_path / "new" / "sub").is_dir()

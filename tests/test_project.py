@@ -257,7 +257,7 @@ def test_interrupt_before_replace_keeps_old_file(
     def interrupted_fsync(fd: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(project.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
     with pytest.raises(KeyboardInterrupt):
         full_project(photo).save(path)
     monkeypatch.undo()

@@ -13,7 +13,6 @@ import contextlib
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -25,8 +24,8 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..console import log
-from ..errors import BadData, InputMissing, OutputError, UsageError, not_found
-from ..folders import ensure_folder
+from ..errors import BadData, InputMissing, UsageError, not_found
+from ..files import atomic_write, ensure_folder
 
 # Decompression-bomb limit. 100 MP leaves room for 50 MP camera files while refusing a
 # small file that claims gigapixels; Pillow's own default (89 MP) would refuse 100 MP scans.
@@ -398,33 +397,6 @@ def save_image(
 
 
 def _atomic_save(im: Image.Image, path: Path, fmt: str, kwargs: dict[str, Any]) -> None:
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a directory")
     ensure_folder(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OutputError(
-            f"cannot write {path}: {e.strerror or e}",
-            hint="choose an output folder you can write to (-o)",
-        ) from e
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format=fmt, **kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {e.strerror or _first_line(e)}") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_write(path) as fh:
+        im.save(fh, format=fmt, **kwargs)

@@ -1081,7 +1081,7 @@ class EditSession:
         import torch
 
         from ..faces import SAVE_FORMATS, load_image, output_format, save_image
-        from ..folders import ensure_folder
+        from ..files import ensure_folder
         from ..pipeline import recon_extension, to_uint8
         from .refine import stored_feature_mask
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import atomic_write_bytes
 from . import classes as C
 
 CALIBRATION_SEED = 20251
@@ -401,9 +402,7 @@ def write_section(section: dict[str, Any], folder: Path) -> Path:
     path = Path(folder) / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["segmentation"] = section
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return path
 
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_write, atomic_write_bytes
 from . import classes as C
 from . import measure as M
 from . import render as R
@@ -237,9 +238,13 @@ def batch_indices(seed: int, stage: int, step: int, n: int, batch: int) -> np.nd
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save in one step: an interrupted run resumes from the previous checkpoint."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=float) + "\n").encode())
 
 
 def load_ckpt(path: Path) -> dict | None:
@@ -339,8 +344,8 @@ def make_data(plan: Plan, work: Path, workers: int) -> dict[str, Any]:
             parts = list(ex.map(_render_chunk, chunks))
         images = np.concatenate([p[0] for p in parts])
         cls = np.concatenate([p[1] for p in parts])
-        np.savez(work / "faces.tmp.npz", z=z.astype(np.float32), images=images, classes=cls)
-        os.replace(work / "faces.tmp.npz", faces)
+        with atomic_write(faces) as f:
+            np.savez(f, z=z.astype(np.float32), images=images, classes=cls)
     if not parser.is_file():
         m = plan.n_parser
         bounds = np.linspace(0, m, max(2, m // 300) + 1).astype(int)
@@ -354,12 +359,12 @@ def make_data(plan: Plan, work: Path, workers: int) -> dict[str, Any]:
                     bounds[1:].tolist(),
                 )
             )
-        np.savez(
-            work / "parser.tmp.npz",
-            images=np.concatenate([p[0] for p in parts]),
-            classes=np.concatenate([p[1] for p in parts]),
-        )
-        os.replace(work / "parser.tmp.npz", parser)
+        with atomic_write(parser) as f:
+            np.savez(
+                f,
+                images=np.concatenate([p[0] for p in parts]),
+                classes=np.concatenate([p[1] for p in parts]),
+            )
     return {"faces": plan.n_faces, "faces_val": plan.n_val, "parser": plan.n_parser}
 
 
@@ -985,7 +990,7 @@ def _half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_module(path: Path, state: dict[str, torch.Tensor], kind: str, config: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     meta = {"format": FORMAT, "version": str(VERSION), "kind": kind, "config": json.dumps(config)}
     tensors = _half_state(state)
@@ -993,9 +998,7 @@ def save_module(path: Path, state: dict[str, torch.Tensor], kind: str, config: d
         # safetensors writes the metadata in no fixed order: rewriting an unchanged module
         # would change its bytes and sha256, and make the manifest look as if it had changed
         return
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def _holds(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bool:
@@ -1109,7 +1112,7 @@ def export_pack(
         "files": files,
     }
     manifest.update(kept)
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _write_json(manifest_path, manifest)
     t = StageClock()
     pack = M.load_pack(out)
     metrics = quality_metrics(pack, perceptual)
@@ -1174,7 +1177,7 @@ def export_pack(
         "cpu_s": round(t.cpu, 1),
     }
     manifest.update(kept)
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    _write_json(manifest_path, manifest)
     return metrics
 
 
@@ -1194,7 +1197,7 @@ def _run_stage(
     info.setdefault("wall_s", round(clock.wall, 1))
     info.setdefault("cpu_s", round(clock.cpu, 1))
     state[name] = info
-    (work / "state.json").write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
+    _write_json(work / "state.json", state)  # a Ctrl-C mid-write must not spoil the resume
     log(f"== stage {name} done: wall {info['wall_s']}s cpu {info['cpu_s']}s")
 
 
@@ -1303,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
         log("== stage export")
         metrics = export_pack(args.out, work, plan, state, perceptual, argv)
         state["export_metrics"] = metrics
-        state_path.write_text(json.dumps(state, indent=1, default=float), encoding="utf-8")
+        _write_json(state_path, state)
     log("done")
     return 0
 
