@@ -192,7 +192,9 @@ def save_models(
     metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write a generator and/or encoder to one safetensors file in dhr's layout."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from ..files import atomic_write_bytes
 
     if generator is None and encoder is None:
         raise ValueError("save_models needs a generator or an encoder")
@@ -205,12 +207,7 @@ def save_models(
         for k, v in module.state_dict().items():
             tensors[f"{prefix}.{k}"] = v.detach().to("cpu").contiguous().clone()
     path = Path(path)
-    try:
-        save_file(tensors, str(path), metadata=meta)
-    except OSError as e:
-        from ..errors import OutputError
-
-        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    atomic_write_bytes(path, save(tensors, metadata=meta))
     return path
 
 
