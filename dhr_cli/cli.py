@@ -673,6 +673,12 @@ def _run_engine(
     )
     need = engine.needs(segment=segment)
     f = engine.options.faces
+    if the_pack.settings.aligned_input and f.detection_options():
+        # `--face 2` that silently edits the only face would be a surprise
+        console.log.warn(
+            f"{', '.join(f.detection_options())}: not used with the {pack_name} pack "
+            "(its images are aligned crops of one face; none is detected)"
+        )
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
     show = not s.quiet and not s.json
     if which == "invert":

@@ -78,6 +78,18 @@ class FaceOptions:
     format: str | None = None
     quality: int | None = None
 
+    def detection_options(self) -> list[str]:
+        """The face-finding options set away from their defaults, as command-line flags."""
+        default = FaceOptions()
+        given = [
+            ("--face", self.face is not None),
+            ("--all-faces", self.all_faces),
+            ("--min-face", self.min_face != default.min_face),
+            ("--detector", self.detector != default.detector),
+            ("--fast", self.fast),
+        ]
+        return [flag for flag, on in given if on]
+
 
 @dataclass
 class EngineOptions:

@@ -146,3 +146,15 @@ def test_same_named_photos_into_one_folder_keep_the_first(
     err = capsys.readouterr().err
     assert "would replace those of" in err and "1 of 2 inputs failed" in err
     assert Project.load(out / "face.png.dhr").source_path == str(tmp_path / "x/face.png")
+
+
+def test_face_finding_options_are_said_to_be_unused_with_aligned_packs(
+    face: Path, tmp_path: Path, capsys
+) -> None:
+    # the synthetic pack takes the image as the aligned crop: `--face 2` cannot pick a face
+    argv = ["mask", str(face), *FAST, "--face", "2", "--detector", "mtcnn"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: --face, --detector: not used with the synthetic pack" in err
+    assert main(["mask", str(face), *FAST]) == 0
+    assert "not used" not in capsys.readouterr().err
