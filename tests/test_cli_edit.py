@@ -187,6 +187,7 @@ def test_list_shows_the_packs_directions(
         (["edit", "{f0}", "{f1}", "--smile", "1", "-o", "{tmp}/x.png"], 2),
         (["edit", "{f0}", "--smile", "1", "--frames"], 2),
         (["edit", "{f0}", "--sweep", "smile=1:2"], 2),
+        (["edit", "{f0}", "--smile", "1", "--sweep", "smile=-1:1:3"], 2),  # smile twice
         (["edit", "{f0}", "--smile", "1", "--format", "gif"], 2),
         (["edit", "{f0}", "--smile", "1", "--shard", "0/2"], 2),
     ],

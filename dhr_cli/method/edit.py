@@ -268,6 +268,12 @@ class EditRequest:
             if name in seen:
                 raise UsageError(f"the {name} edit is given twice")
             seen.add(name)
+        if self.sweep is not None and self.sweep.name in seen:
+            # the sweep sets that strength in every frame: the fixed value would be dropped
+            raise UsageError(
+                f"the {self.sweep.name} edit is given twice: as a fixed strength and by --sweep",
+                hint=f"drop the fixed {self.sweep.name} strength; other edits apply to every frame",
+            )
         parse_layers(self.layers)  # syntax errors before any work
 
     @property

@@ -85,6 +85,9 @@ def test_parse_direction_arg_and_sweep() -> None:
 def test_request_rejects_duplicates() -> None:
     with pytest.raises(UsageError, match="twice"):
         EditRequest(named=[("smile", 1.0), ("smile", 2.0)])
+    with pytest.raises(UsageError, match="by --sweep"):  # the sweep would drop the fixed value
+        EditRequest(named=[("smile", 1.0)], sweep=parse_sweep("smile=-1:1:3"))
+    assert EditRequest(named=[("age", 1.0)], sweep=parse_sweep("smile=-1:1:3")).sweep
     with pytest.raises(UsageError):
         EditRequest(named=[("smile", 1.0)], layers="x")
     assert EditRequest().empty and not EditRequest(named=[("age", 0.0)]).empty
