@@ -672,6 +672,9 @@ def _run_engine(
         or (which == "invert" and engine.options.method == "dhr")
     )
     need = engine.needs(segment=segment)
+    unused = engine.options.unused_options()
+    if unused:  # e.g. a loop over methods with one set of options: say so, but go on
+        console.log.warn(f"{', '.join(unused)}: not used by --method {engine.options.method}")
     f = engine.options.faces
     if the_pack.settings.aligned_input and f.detection_options():
         # `--face 2` that silently edits the only face would be a surprise

@@ -116,6 +116,26 @@ class EngineOptions:
         """Segmentation options were given: a stored mask must not be reused."""
         return any(v is not None for v in (self.tau, self.tau_quantile, self.coarse_steps))
 
+    def unused_options(self) -> list[str]:
+        """The options set away from their defaults that this method never reads, as flags."""
+        m = self.method
+        refines = m != "encoder"
+        segments = m == "dhr"  # only DHR segments (and `dhr mask`, which runs as dhr)
+        given = [
+            ("--steps", self.steps, refines),
+            ("--weight-steps", self.weight_steps, m == "dhr"),
+            ("--layer", self.layer, m in ("dhr", "feature")),
+            ("--lr-weight", self.lr_weight, m in ("dhr", "pti")),
+            ("--lr-feature", self.lr_feature, m in ("dhr", "feature")),
+            ("--work-res", self.work_res, refines),
+            ("--pivot", None if self.pivot == "w" else self.pivot, m == "pti"),
+            ("--pivot-steps", self.pivot_steps, m == "pti" and self.pivot == "w"),
+            ("--tau", self.tau, segments),
+            ("--tau-quantile", self.tau_quantile, segments),
+            ("--coarse-steps", self.coarse_steps, segments),
+        ]
+        return [flag for flag, value, used in given if value is not None and not used]
+
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'K/N' (1 <= K <= N) -> (K, N); None passes through."""
@@ -275,6 +295,15 @@ class Engine:
                 f"feature layer {layer} lies beyond the working resolution {work}",
                 hint="raise --work-res or choose a lower --layer",
             )
+        if self.options.method == "dhr":
+            cfg = self.refine_config()
+            if cfg.weight_steps > cfg.steps:
+                raise UsageError(
+                    f"--weight-steps {cfg.weight_steps} is more than the {cfg.steps} "
+                    "refinement steps",
+                    hint="the generator weights are tuned in the first --weight-steps of the "
+                    "--steps steps; raise --steps or lower --weight-steps",
+                )
 
     # ------------------------------------------------------------ configs
 

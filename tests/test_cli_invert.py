@@ -148,6 +148,13 @@ def test_same_named_photos_into_one_folder_keep_the_first(
     assert Project.load(out / "face.png.dhr").source_path == str(tmp_path / "x/face.png")
 
 
+def test_options_the_method_does_not_read_are_warned_about(face: Path, capsys) -> None:
+    argv = ["invert", str(face), *FAST, "--method", "encoder", "--steps", "3", "--tau", "0.5"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: --steps, --tau, --coarse-steps: not used by --method encoder" in err
+
+
 def test_face_finding_options_are_said_to_be_unused_with_aligned_packs(
     face: Path, tmp_path: Path, capsys
 ) -> None:

@@ -347,6 +347,30 @@ def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
         Engine(pack, EngineOptions(work_res=100))
     with pytest.raises(UsageError, match="beyond the working resolution"):
         Engine(pack, EngineOptions(layer=7, work_res=16))
+    # weights are tuned in the first --weight-steps of --steps: more cannot be done
+    with pytest.raises(UsageError, match="--weight-steps 5 is more than the 2 refinement"):
+        Engine(pack, EngineOptions(steps=2, weight_steps=5))
+    with pytest.raises(UsageError, match="--weight-steps 101 is more than the 100"):
+        Engine(pack, EngineOptions(weight_steps=101))
+    Engine(pack, EngineOptions(steps=2, weight_steps=2))
+    Engine(pack, EngineOptions(method="feature", steps=2, weight_steps=5))  # unused there
+
+
+def test_options_a_method_does_not_read_are_named() -> None:
+    assert EngineOptions(method="dhr", steps=3, tau="0.5", layer=4).unused_options() == []
+    assert EngineOptions(method="encoder", steps=3, work_res=32).unused_options() == [
+        "--steps",
+        "--work-res",
+    ]
+    pti = EngineOptions(method="pti", weight_steps=5, lr_feature=0.1, coarse_steps=3, layer=4)
+    assert pti.unused_options() == ["--weight-steps", "--layer", "--lr-feature", "--coarse-steps"]
+    assert EngineOptions(method="pti", pivot="e4e", pivot_steps=9).unused_options() == [
+        "--pivot-steps"
+    ]
+    assert EngineOptions(method="feature", pivot="e4e", tau_quantile=0.5).unused_options() == [
+        "--pivot",
+        "--tau-quantile",
+    ]
 
 
 def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
