@@ -676,10 +676,10 @@ def _run_engine(
     if unused:  # e.g. a loop over methods with one set of options: say so, but go on
         console.log.warn(f"{', '.join(unused)}: not used by --method {engine.options.method}")
     f = engine.options.faces
-    if the_pack.settings.aligned_input and f.detection_options():
-        # `--face 2` that silently edits the only face would be a surprise
+    ignored = f.detection_options() if the_pack.settings.aligned_input else []
+    if ignored:  # `--face 2` that silently edits the only face would be a surprise
         console.log.warn(
-            f"{', '.join(f.detection_options())}: not used with the {pack_name} pack "
+            f"{', '.join(ignored)}: not used with the {pack_name} pack "
             "(its images are aligned crops of one face; none is detected)"
         )
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
