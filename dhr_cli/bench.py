@@ -894,15 +894,7 @@ def _run_positions(
                 records.append(bench.run_item(item, progress))
             except DhrError as e:
                 console.log.error(f"{item.id}: {e.message}")
-                failed.append(
-                    {
-                        "position": pos,
-                        "id": item.id,
-                        "error": e.message,
-                        "exit_code": int(e.exit_code),
-                    }
-                    | ({"hint": e.hint} if e.hint else {})
-                )
+                failed.append({"position": pos, "id": item.id, **e.record()})
             ld = _load()
             if ld:
                 loads.append(ld)

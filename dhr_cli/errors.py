@@ -52,6 +52,11 @@ class DhrError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def record(self) -> dict[str, object]:
+        """The error as `--json` reports it: what stderr says, and the exit code."""
+        out: dict[str, object] = {"error": self.message, "exit_code": int(self.exit_code)}
+        return out | ({"hint": self.hint} if self.hint else {})
+
 
 class UsageError(DhrError):
     exit_code = ExitCode.USAGE
@@ -92,6 +97,12 @@ class PartialFailure(DhrError):
 
 class NotAvailable(DhrError):
     exit_code = ExitCode.NOT_AVAILABLE
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message for a one-line error (library messages can run to many lines)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def not_found(path: object, what: str = "") -> InputMissing:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OutputError
+from .errors import OutputError, first_line
 
 
 def make_folder(folder: Path) -> None:
@@ -85,7 +85,4 @@ def fsync_folder(folder: Path) -> None:
 
 
 def _why(e: OSError) -> str:
-    if e.strerror:
-        return e.strerror
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return e.strerror or first_line(e)

@@ -1087,11 +1087,7 @@ class BatchResult:
         return {
             "done": self.done,
             "skipped": self.skipped,
-            "failed": [
-                {"input": p, "error": e.message, "exit_code": int(e.exit_code)}
-                | ({"hint": e.hint} if e.hint else {})
-                for p, e in self.failed
-            ],
+            "failed": [{"input": p, **e.record()} for p, e in self.failed],
         }
 
     def raise_for_failures(self) -> None:

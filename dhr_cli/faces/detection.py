@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import BadData, ModelUnavailable, UsageError
+from ..errors import BadData, ModelUnavailable, UsageError, first_line
 from .image_io import Photo, as_rgb
 
 DETECTORS = ("retinaface", "mtcnn")
@@ -271,9 +271,7 @@ def mtcnn_detector(paths: tuple[Path, Path, Path], device: str = "cpu") -> _Dete
     try:
         net.load_state_dicts(*(torch_load(p) for p in paths))
     except (RuntimeError, AttributeError, TypeError) as e:
-        raise BadData(
-            f"{paths[0].parent} does not hold MTCNN weights: {str(e).splitlines()[0]}"
-        ) from e
+        raise BadData(f"{paths[0].parent} does not hold MTCNN weights: {first_line(e)}") from e
     net.to(device)
 
     def run(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,7 +308,7 @@ def retinaface_detector(
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise BadData(f"{path} does not match {name}: {str(e).splitlines()[0]}") from e
+        raise BadData(f"{path} does not match {name}: {first_line(e)}") from e
     net.eval()
 
     @torch.no_grad()

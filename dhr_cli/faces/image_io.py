@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..console import log
-from ..errors import BadData, InputMissing, UsageError, not_found
+from ..errors import BadData, InputMissing, UsageError, first_line, not_found
 from ..files import atomic_write, ensure_folder
 
 # Decompression-bomb limit. 100 MP leaves room for 50 MP camera files while refusing a
@@ -105,7 +105,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         except MemoryError as e:
             raise BadData(f"{path} is too large to decode in memory") from e
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
-            raise BadData(f"{path} is corrupt or truncated: {_first_line(e)}") from e
+            raise BadData(f"{path} is corrupt or truncated: {first_line(e)}") from e
         return _decode(im, path)
 
 
@@ -148,7 +148,7 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
                 hint="use JPEG, PNG, WebP, TIFF or BMP",
             ) from e
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
-            raise BadData(f"{path} is corrupt or truncated: {_first_line(e)}") from e
+            raise BadData(f"{path} is corrupt or truncated: {first_line(e)}") from e
         if im.size[0] * im.size[1] > max_pixels:
             raise _too_large(path, max_pixels, im.size)
         yield im
@@ -168,7 +168,7 @@ def _decode(im: Image.Image, path: Path) -> Photo:
     try:
         upright = ImageOps.exif_transpose(im) or im
     except Exception as e:  # a broken EXIF block must not make the photo unreadable
-        log.warn(f"{path}: ignoring unreadable EXIF orientation ({_first_line(e)})")
+        log.warn(f"{path}: ignoring unreadable EXIF orientation ({first_line(e)})")
         upright = im
     exif = _exif_without_orientation(upright)
     rgb, alpha, icc = _to_rgb(upright, icc)
@@ -230,7 +230,7 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
                 im, src, ImageCms.createProfile("sRGB"), outputMode="RGB"
             )
         except Exception as e:  # a broken profile: fall back to Pillow's plain conversion
-            log.debug(f"CMYK profile not usable ({_first_line(e)}); plain conversion")
+            log.debug(f"CMYK profile not usable ({first_line(e)}); plain conversion")
     return im.convert("RGB")
 
 
@@ -294,11 +294,6 @@ def _too_large(path: Path, max_pixels: int, size: tuple[int, int] | None = None)
         "refused as a possible decompression bomb",
         hint="downscale the photo first",
     )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 # --- saving ---------------------------------------------------------------------------------

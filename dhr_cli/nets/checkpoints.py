@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadData, InputMissing
+from ..errors import BadData, InputMissing, first_line
 
 if TYPE_CHECKING:
     from .e4e import Encoder
@@ -117,7 +117,7 @@ def torch_load(path: Path, *, extra_safe_globals: Iterable[Any] = ()) -> Any:
             hint="dhr never executes code from model files",
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise BadData(f"cannot read {path} as a torch checkpoint: {str(e).splitlines()[0]}") from e
+        raise BadData(f"cannot read {path} as a torch checkpoint: {first_line(e)}") from e
 
 
 def _check_readable(path: Path) -> None:
