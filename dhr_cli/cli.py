@@ -1536,7 +1536,10 @@ def models_list_cmd(
             r["licence"],
         )
     console.print_renderable(table)
-    console.log.info(f"models folder: {hub.cache_dir(s.models_dir)}")
+    folder = hub.cache_dir(s.models_dir)
+    console.log.info(f"models folder: {folder}")
+    if problem := hub.cache_dir_problem(folder):
+        console.log.warn(f"{problem} (choose another with --models-dir or DHR_HOME)")
 
 
 @command(models_app, "download")

@@ -483,6 +483,13 @@ def cache_dir(models_dir: Path | str | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("dhr"))
 
 
+def cache_dir_problem(folder: Path) -> str | None:
+    """Why `folder` cannot serve as the models folder, or None (a missing one is created later)."""
+    if folder.exists() and not folder.is_dir():
+        return f"the models folder {folder} is not a folder; nothing can be cached there"
+    return None
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -528,6 +535,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+_warned_unreadable: set[Path] = set()
+
+
 class _Hashes:
     """`dhr-hashes.json`: first-use hashes (per entry) and stat of verified files (per path)."""
 
@@ -542,10 +552,13 @@ class _Hashes:
                 data.setdefault("first_use", {})
                 data.setdefault("verified", {})
                 return data
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing recorded yet (a models folder that is a file is reported by its users)
         except (OSError, ValueError):
-            console.log.warn(f"{self.path} is unreadable; starting a new record of hashes")
+            # one warning per run: the record is read at every lookup
+            if self.path not in _warned_unreadable:
+                _warned_unreadable.add(self.path)
+                console.log.warn(f"{self.path} is unreadable; starting a new record of hashes")
         return {"first_use": {}, "verified": {}}
 
     def first_use(self, name: str) -> dict[str, Any] | None:
@@ -1126,7 +1139,7 @@ def fetch(name: str, *, models_dir: Path | str | None = None, offline: bool | No
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(
-            f"cannot create the models folder {folder}: {e}",
+            cache_dir_problem(folder) or f"cannot create the models folder {folder}: {e}",
             hint="choose a writable folder with --models-dir or DHR_HOME",
         ) from e
     errors: list[str] = []

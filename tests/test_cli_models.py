@@ -210,3 +210,22 @@ def test_path(capsys: pytest.CaptureFixture[str]) -> None:
         "path": str(hub.cache_dir() / "e4e_ffhq_r50_wp_official.pt"),
         "present": False,
     }
+
+
+def test_a_models_folder_that_is_a_file(
+    http_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DHR_HOME=~/.dhr where ~/.dhr is a plain file: say so, not "hashes unreadable" per lookup
+    # or "File exists"
+    afile = tmp_path / "models"
+    afile.write_text("not a folder")
+    assert main(["--models-dir", str(afile), "models", "list"]) == 0
+    err = capsys.readouterr().err
+    assert "unreadable" not in err
+    assert err.count("is not a folder") == 1, err
+    monkeypatch.delenv("DHR_OFFLINE")
+    monkeypatch.setenv("DHR_MIRROR", http_server.url)
+    assert main(["--models-dir", str(afile), "models", "download", "interfacegan-age"]) == 6
+    err = capsys.readouterr().err
+    assert f"the models folder {afile} is not a folder" in err.replace("\n", ""), err
+    assert "File exists" not in err and "Traceback" not in err

@@ -622,3 +622,12 @@ def test_bundled_pack_used_in_place(tmp_path: Path, monkeypatch) -> None:
     (pack / "generator.safetensors").write_bytes(b"tiny generatoR")
     with pytest.raises(BadData, match="corrupt"):
         hub.fetch("synthetic-generator")
+
+
+def test_an_unreadable_hash_record_is_reported_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / hub.HASHES_FILE).write_text("{not json")
+    record = hub._Hashes(tmp_path)
+    assert record.load() == record.load() == {"first_use": {}, "verified": {}}
+    assert capsys.readouterr().err.count("is unreadable;") == 1
