@@ -989,6 +989,8 @@ def edit_cmd(
 
         output_format("x", fmt)  # unknown formats fail before any work
     session.check_output()
+    for warning in session.output_warnings():
+        console.log.warn(warning)
     if not inputs:
         found = latest_project()
         console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")

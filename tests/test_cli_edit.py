@@ -265,6 +265,23 @@ def test_output_onto_an_input_is_refused_and_the_input_kept(
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_output_suffix_and_format_that_disagree(work: Path, capsys) -> None:
+    photo = str(work / "f0.png")
+    # -o x.jpg --format png wrote PNG bytes into x.jpg
+    assert main(["edit", photo, "--smile", "1", "-o", str(work / "x.jpg"), "--format", "png"]) == 2
+    assert "names another format than --format png" in capsys.readouterr().err
+    assert not (work / "x.jpg").exists()
+    # a suffix that is no image format (a typo): written, in the photo's format, with a warning
+    assert main(["edit", photo, "--smile", "1", "-o", str(work / "x.jgp")]) == 0
+    assert "'.jgp' is not an image suffix" in capsys.readouterr().err
+    assert Image.open(work / "x.jgp").format == "PNG"
+    # no suffix, or --format given: as asked, no warning
+    assert main(["edit", photo, "--smile", "1", "-o", str(work / "plain")]) == 0
+    assert main(["edit", photo, "--smile", "1", "-o", str(work / "y.out"), "--format", "jpg"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert Image.open(work / "y.out").format == "JPEG"
+
+
 @pytest.mark.slow
 def test_edits_of_projects_in_another_folder_go_beside_them(work: Path) -> None:
     # `dhr invert photos/*.png -o out/` then `dhr edit out/*.dhr`: the edits join the

@@ -1061,13 +1061,43 @@ class EditSession:
             return Path(out) / name
         return Path(out)
 
-    def check_output(self) -> None:
-        """UsageError for -o FILE with several inputs (before any work)."""
+    def _output_file(self) -> str | None:
+        """-o as typed when it names a file (not a folder), else None."""
         out = self.output
         if out is None or out.endswith(("/", os.sep)) or Path(out).is_dir():
+            return None
+        return out
+
+    def check_output(self) -> None:
+        """UsageError (before any work) for -o FILE with several inputs, or with a suffix that
+        names another format than --format (`-o x.jpg --format png` wrote PNG into x.jpg)."""
+        from ..faces import output_format, suffix_format
+
+        out = self._output_file()
+        if out is None:
             return
         if self.many:
             raise UsageError("-o FILE works with one input; give a folder (-o DIR/) for several")
+        own = suffix_format(out)
+        if self.format and own is not None and own != output_format("x", self.format):
+            raise UsageError(
+                f"-o {out} names another format than --format {self.format}",
+                hint="drop --format, or give the file the format's suffix",
+            )
+
+    def output_warnings(self) -> list[str]:
+        """What the user may not expect of -o FILE: a suffix that is no image format (a typo
+        such as .jgp) gets the source photo's format under that name."""
+        from ..faces import suffix_format
+
+        out = self._output_file()
+        suffix = Path(out).suffix if out is not None else ""
+        if not suffix or self.format or suffix_format(out) is not None:
+            return []
+        return [
+            f"-o {out}: {suffix!r} is not an image suffix; the file gets the photo's own format "
+            "(choose one with --format or a suffix such as .png)"
+        ]
 
     def clashes(self, inputs: Sequence[Path]) -> dict[Path, Path]:
         """Inputs of a batch whose edited images would replace those of an earlier input (same
