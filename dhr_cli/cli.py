@@ -1490,7 +1490,7 @@ def demo_cmd(
         f"MSE in-domain {fmt(result['edit_mse_in_domain'])}, out-of-domain "
         f"{fmt(result['edit_mse_out_of_domain'])}; mask IoU {fmt(result['mask_iou'])}"
     )
-    for key in ("sheet", "project", "recon", "edit", "true_edit"):
+    for key in ("sheet", "photo", "project", "mask_overlay", "recon", "edit", "true_edit"):
         console.print_data(str(result[key]))
 
 
