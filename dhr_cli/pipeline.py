@@ -173,6 +173,7 @@ def parse_tau(
     if value is not None:
         return {}, value
     table = dict(base)
+    seen: set[str] = set()
     for part in text.split(","):
         if not part.strip():
             continue
@@ -180,6 +181,9 @@ def parse_tau(
             raise UsageError(f"--tau: expected NAME=VALUE, got {part.strip()!r}")
         name, _, val = part.partition("=")
         name = name.strip()
+        if name in seen:  # 'skin=0.7,skin=0.8' silently kept the last
+            raise UsageError(f"--tau: {name!r} is given twice")
+        seen.add(name)
         try:
             v = float(val)
         except ValueError:
@@ -273,6 +277,11 @@ class Engine:
         self.pack = pack
         self.options = options or EngineOptions()
         s = pack.settings
+        if self.options.tau is not None and self.options.tau_quantile is not None:
+            # the quantile replaces every threshold: --tau was silently ignored
+            raise UsageError(
+                "--tau and --tau-quantile both set the thresholds", hint="give one of them"
+            )
         tau, tau_default = parse_tau(self.options.tau, s.class_names, s.tau, s.tau_default)
         self._tau = (tau, tau_default)
         layer = self.options.layer if self.options.layer is not None else s.feature_layer

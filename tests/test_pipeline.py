@@ -79,6 +79,8 @@ def test_parse_tau() -> None:
         parse_tau("nose=0.8", names, {}, 0.6)
     with pytest.raises(UsageError, match="not a number"):
         parse_tau("skin=high", names, {}, 0.6)
+    with pytest.raises(UsageError, match="'skin' is given twice"):
+        parse_tau("skin=0.7, eyes=0.8, skin=0.9", names, {}, 0.6)
 
 
 def test_output_paths(tmp_path: Path) -> None:
@@ -353,6 +355,8 @@ def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
     with pytest.raises(UsageError, match="--weight-steps 101 is more than the 100"):
         Engine(pack, EngineOptions(weight_steps=101))
     Engine(pack, EngineOptions(steps=2, weight_steps=2))
+    with pytest.raises(UsageError, match="--tau and --tau-quantile"):
+        Engine(pack, EngineOptions(tau="0.7", tau_quantile=0.5))
     Engine(pack, EngineOptions(method="feature", steps=2, weight_steps=5))  # unused there
 
 
