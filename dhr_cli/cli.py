@@ -1311,7 +1311,7 @@ def bench_cmd(
         )
     if report is not None and no_report:
         raise UsageError("--report and --no-report contradict each other")
-    name, strength = parse_named(grid_edit)
+    name, strength = parse_named(grid_edit, "--grid-edit")
     config = BenchConfig(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         pack=check_pack_name(

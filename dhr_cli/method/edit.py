@@ -126,15 +126,15 @@ def _number(text: str, what: str) -> float:
     return v
 
 
-def parse_named(text: str) -> tuple[str, float]:
-    """--edit 'NAME=STRENGTH' -> (name, strength)."""
+def parse_named(text: str, option: str = "--edit") -> tuple[str, float]:
+    """'NAME=STRENGTH' -> (name, strength); `option` names the flag in errors."""
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name:
         raise UsageError(
-            f"--edit expects NAME=STRENGTH, got {text!r}", hint="e.g. --edit smile=1.5"
+            f"{option} expects NAME=STRENGTH, got {text!r}", hint=f"e.g. {option} smile=1.5"
         )
-    return name, _number(value, f"--edit {name}")
+    return name, _number(value, f"{option} {name}")
 
 
 def parse_layers(text: str | None, n_latent: int | None = None) -> tuple[int, int] | None:
