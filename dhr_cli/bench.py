@@ -378,6 +378,13 @@ class Bench:
         if self.pack.name == "synthetic":
             roles.add("directions")
         self.pack.require(sorted(roles), lpips=sorted(lpips_nets), detector="retinaface")
+        # a misspelt --grid-edit stops the run here, not as a notice after hours of work
+        from .method.edit import DirectionLibrary
+
+        try:
+            DirectionLibrary(self.pack).check_name(self.config.grid_edit[0])
+        except DhrError as e:
+            raise UsageError(f"--grid-edit: {e.message}", hint=e.hint) from e
 
     def setup(self) -> None:
         """Engines, directions, identity network; warm-up so first-call costs are not timed."""

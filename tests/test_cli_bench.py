@@ -32,6 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         (["--synthetic", "2", "--shard", "3/2"], 2, "--shard"),
         (["--synthetic", "2", "--grid-edit", "smile"], 2, "--grid-edit expects NAME=STRENGTH"),
         (["--synthetic", "2", "--grid-edit", "smile=x"], 2, "--grid-edit smile: 'x' is not"),
+        (["--synthetic", "2", "--grid-edit", "smiel=2"], 2, "did you mean smile"),
         (["--synthetic", "2", "--report", "r", "--no-report"], 2, "contradict"),
         (["--pack", "nope", "--synthetic", "2"], 2, "unknown pack"),
         (["missing.png"], 3, "not found: missing.png"),

@@ -526,25 +526,31 @@ class DirectionLibrary:
     def has_ganspace(self) -> bool:
         return self.pack.name == "ffhq"
 
+    def check_name(self, name: str) -> None:
+        """UsageError (misspelt) or BadData (a direction of the other pack) unless the pack
+        offers `name`; reads no file."""
+        if name in self.names():
+            return
+        other = _known_elsewhere(name, self.pack.name)
+        if other is not None:
+            raise BadData(
+                f"{name!r} is a direction of the {other} pack, but the project was made with "
+                f"the {self.pack.name} pack",
+                hint=f"directions of the {self.pack.name} pack: {', '.join(self.names())}",
+            )
+        import difflib
+
+        close = difflib.get_close_matches(name, self.names(), n=2)
+        raise UsageError(
+            f"unknown direction {name!r} for the {self.pack.name} pack",
+            hint=(f"did you mean {', '.join(close)}? " if close else "")
+            + f"available: {', '.join(self.names())} (`dhr edit --list`)",
+        )
+
     def get(self, name: str) -> Direction:
         if name in self._cache:
             return self._cache[name]
-        if name not in self.names():
-            other = _known_elsewhere(name, self.pack.name)
-            if other is not None:
-                raise BadData(
-                    f"{name!r} is a direction of the {other} pack, but the project was made with "
-                    f"the {self.pack.name} pack",
-                    hint=f"directions of the {self.pack.name} pack: {', '.join(self.names())}",
-                )
-            import difflib
-
-            close = difflib.get_close_matches(name, self.names(), n=2)
-            raise UsageError(
-                f"unknown direction {name!r} for the {self.pack.name} pack",
-                hint=(f"did you mean {', '.join(close)}? " if close else "")
-                + f"available: {', '.join(self.names())} (`dhr edit --list`)",
-            )
+        self.check_name(name)
         if self.pack.name == "ffhq":
             from ..nets.checkpoints import torch_load
 
