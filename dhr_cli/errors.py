@@ -117,4 +117,6 @@ def not_found(path: object, what: str = "") -> InputMissing:
         return InputMissing(
             message, hint="no file matches this pattern (the shell passes it on unexpanded)"
         )
+    if name == "-":  # `cat photo.jpg | dhr invert -`: the Unix habit for stdin
+        return InputMissing(message, hint="dhr reads files only, not stdin: give the file's name")
     return InputMissing(message)

@@ -123,3 +123,16 @@ def test_a_pattern_that_matched_nothing_is_told_as_such(
     err = capsys.readouterr().err
     assert "not found:" in err and "no file matches this pattern" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["invert"], ["mask"], ["edit", "--smile", "1"]])
+def test_stdin_as_dash_is_told_to_give_a_file(
+    command: list[str],
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([command[0], "-", *command[1:], "--pack", "synthetic"]) == 3
+    err = capsys.readouterr().err
+    assert "not found: -" in err and "not stdin" in err
