@@ -294,11 +294,22 @@ CoarseStepsOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _not_stdout(value: Any) -> Any:
+    # `-o -` is the Unix habit for stdout; dhr writes several files, so it would make a file
+    # named '-'
+    if value is not None and str(value) == "-":
+        raise typer.BadParameter("dhr writes files, not stdout: give a file or folder name")
+    return value
+
+
 OutputOpt = Annotated[
     Path | None,
     typer.Option(
         "--output",
         "-o",
+        callback=_not_stdout,
         help="Project file (FILE.dhr, one input) or folder for all outputs (default: beside each photo).",
         rich_help_panel=_FACES,
         show_default=False,
@@ -885,6 +896,7 @@ def edit_cmd(
         typer.Option(
             "--output",
             "-o",
+            callback=_not_stdout,
             help="Output FILE (one input) or folder DIR/ (default: <stem>.<edit>.<ext> beside the project file).",
             rich_help_panel=_FACES,
             show_default=False,
@@ -1229,6 +1241,7 @@ def bench_cmd(
         typer.Option(
             "--output",
             "-o",
+            callback=_not_stdout,
             help="Write the results JSON here (with grid thumbnails: what `dhr bench merge` "
             "reads).",
             rich_help_panel=_REPORT,
@@ -1239,6 +1252,7 @@ def bench_cmd(
         Path | None,
         typer.Option(
             "--report",
+            callback=_not_stdout,
             help="Folder for report.md, chart.png, grid.png and results.json (default "
             "dhr-bench; shards write none unless given).",
             rich_help_panel=_REPORT,
@@ -1383,6 +1397,7 @@ def bench_merge_cmd(
         typer.Option(
             "--output",
             "-o",
+            callback=_not_stdout,
             help="Write the merged results JSON here.",
             rich_help_panel=_REPORT,
             show_default=False,
@@ -1392,6 +1407,7 @@ def bench_merge_cmd(
         Path | None,
         typer.Option(
             "--report",
+            callback=_not_stdout,
             help="Folder for report.md, chart.png, grid.png and results.json.",
             rich_help_panel=_REPORT,
             show_default=False,
@@ -1447,6 +1463,7 @@ def demo_cmd(
         typer.Option(
             "--output",
             "-o",
+            callback=_not_stdout,
             help="Folder for the demo's files (new, or an earlier demo's: its files are replaced).",
         ),
     ] = Path("dhr-demo"),

@@ -136,3 +136,25 @@ def test_stdin_as_dash_is_told_to_give_a_file(
     assert main([command[0], "-", *command[1:], "--pack", "synthetic"]) == 3
     err = capsys.readouterr().err
     assert "not found: -" in err and "not stdin" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["invert", "face.png", "-o", "-"],
+        ["mask", "face.png", "-o", "-"],
+        ["edit", "face.png", "--smile", "1", "-o", "-"],
+        ["bench", "--synthetic", "1", "-o", "-"],
+        ["bench", "--synthetic", "1", "--report", "-"],
+        ["bench", "merge", "a.json", "-o", "-"],
+        ["demo", "-o", "-"],
+    ],
+)
+def test_output_to_stdout_as_dash_is_a_usage_error(
+    args: list[str], tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `-o -` made a file named '-' in the current folder
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert "not stdout" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
