@@ -410,7 +410,10 @@ def as_rows(t: Any, *, n_latent: int, style_dim: int, name: str, pack: str = "")
     import torch
 
     if not isinstance(t, torch.Tensor):
-        t = torch.as_tensor(np.asarray(t))
+        a = np.asarray(t)
+        if a.dtype.kind not in "biufc":  # strings, bytes, dates: torch cannot even hold them
+            raise BadData(f"direction {name} holds {a.dtype} values, not numbers")
+        t = torch.as_tensor(a)
     if not t.is_floating_point():
         raise BadData(f"direction {name} is not a floating-point tensor ({t.dtype})")
     shape = list(t.shape)

@@ -128,6 +128,9 @@ def test_as_rows_accepts_published_shapes_and_rejects_others() -> None:
         as_rows(torch.full((1, 8), float("nan")), n_latent=6, style_dim=8, name="x")
     with pytest.raises(BadData, match="floating"):
         as_rows(torch.ones(1, 8, dtype=torch.int64), n_latent=6, style_dim=8, name="x")
+    # a .npy of strings reached torch.as_tensor: an internal error (exit 1)
+    with pytest.raises(BadData, match="not numbers"):
+        as_rows(np.array(["a"] * 8), n_latent=6, style_dim=8, name="x")
 
 
 def test_ganspace_follows_the_e4e_convention(shared_dir: Path) -> None:
