@@ -278,6 +278,7 @@ class Project:
                 f.ndim == 4 and f.shape[0] == 1 and f.dtype in floating,
                 "[1, C, h, w] float",
             )
+            need(FEATURE, bool(torch.isfinite(f).all()), "finite")
         for name, shape in ((QUAD, (4, 2)), (CROP_TO_PHOTO, (3, 3))):
             if name in self.tensors:
                 t = self.tensors[name]
@@ -287,9 +288,14 @@ class Project:
                     f"{list(shape)} float64",
                 )
                 need(name, bool(torch.isfinite(t).all()), "finite")
+        if CROP_TO_PHOTO in self.tensors:
+            # pasting back inverts it (a singular one was an internal error there)
+            det = float(torch.linalg.det(self.tensors[CROP_TO_PHOTO]))
+            need(CROP_TO_PHOTO, abs(det) > 1e-9, "invertible")
         for name, t in self.tensors.items():
             if name.startswith(DELTA_PREFIX):
                 need(name, t.dtype in floating[:3], "float16, bfloat16 or float32")
+                need(name, bool(torch.isfinite(t).all()), "finite")
 
     # --- reading and writing ---
 

@@ -189,6 +189,10 @@ def test_missing_required_tensor(tmp_path: Path) -> None:
         ("align.quad", torch.zeros(4, 2), "float64"),
         ("align.crop_to_photo", torch.zeros(2, 3, dtype=torch.float64), "float64"),
         ("delta.convs.0.conv.weight", torch.zeros(3, dtype=torch.int8), "float16"),
+        # non-finite or singular values made NaN images or an internal error downstream
+        ("feature.f", torch.full((1, 8, 4, 4), float("inf")), "finite"),
+        ("delta.convs.0.conv.weight", torch.full((3,), float("nan")), "finite"),
+        ("align.crop_to_photo", torch.zeros(3, 3, dtype=torch.float64), "invertible"),
     ],
 )
 def test_wrong_shapes_and_dtypes(tmp_path: Path, name: str, tensor, match: str) -> None:
