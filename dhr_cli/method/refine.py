@@ -467,6 +467,10 @@ def tuned(
     if not deltas:
         yield generator
         return
+    names = dict(generator.named_parameters())
+    unknown = [n for n in deltas if n not in names]
+    if unknown:  # a project of another generator, or edited by hand: bad data, not a bug
+        raise ValueError(f"delta for {unknown[0]!r}, a parameter the generator does not have")
     base = snapshot(generator, list(deltas))
     try:
         apply_delta(generator, dict(deltas))

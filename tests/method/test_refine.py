@@ -185,6 +185,12 @@ def test_render_with_deltas_restores_the_generator(rpack, scene) -> None:
         assert torch.equal(v, before[k]), k
     plain = render(rpack.generator, wplus, feature=r.feature, layer=LAYER, feature_mask=mask)
     assert not torch.equal(a, plain)
+    # a delta for a parameter this generator lacks (a hand-edited project) is bad data,
+    # told as a ValueError the edit reports with exit 4, not a KeyError (an internal error)
+    with pytest.raises(ValueError, match="'nope.weight', a parameter the generator does not"):
+        render(rpack.generator, wplus, deltas={**r.deltas, "nope.weight": torch.zeros(2)})
+    for k, v in rpack.generator.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_work_res_refines_through_the_early_exit(rpack, scene) -> None:
