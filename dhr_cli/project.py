@@ -372,6 +372,9 @@ class Project:
             raise BadData(f"{path}: metadata field 'history' is malformed") from e
         if not isinstance(fields["models"], dict) or not isinstance(fields["params"], dict):
             raise BadData(f"{path}: metadata fields 'models' and 'params' must be JSON objects")
+        for step, step_params in fields["params"].items():  # as record_step writes them
+            if not isinstance(step_params, dict):
+                raise BadData(f"{path}: metadata params of step {step!r} must be a JSON object")
         project = cls(
             tensors=tensors,
             source_path=source.get("path"),

@@ -209,6 +209,9 @@ def test_malformed_metadata_json(photo: Path, tmp_path: Path) -> None:
     bad = tmp_path / "meta.dhr"
     rewrite_meta(src, bad, history="[{not json")
     expect_bad(bad, "history")
+    # valid JSON of the wrong shape: the edit read params["invert"].get(...) (internal error)
+    rewrite_meta(src, bad, params='{"invert": "x"}')
+    expect_bad(bad, "params of step 'invert' must be a JSON object")
 
 
 def test_trailing_garbage(photo: Path, tmp_path: Path) -> None:
