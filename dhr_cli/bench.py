@@ -49,7 +49,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .errors import BadData, DhrError, InputMissing, ModelUnavailable, OutputError, UsageError
+from .errors import (
+    BadData,
+    DhrError,
+    InputMissing,
+    ModelUnavailable,
+    OutputError,
+    UsageError,
+    first_line,
+)
 from .files import atomic_write, atomic_write_bytes, ensure_folder
 
 if TYPE_CHECKING:
@@ -1208,7 +1216,43 @@ def load_results(path: Path) -> dict[str, Any]:
         raise BadData(f"{path} is not a dhr bench results file")
     if doc.get("version") != VERSION:
         raise BadData(f"{path} is dhr bench results version {doc.get('version')}, not {VERSION}")
+    if problem := _structure_problem(doc):
+        raise BadData(
+            f"{path} is a damaged dhr bench results file ({problem})",
+            hint="run the `dhr bench` command that wrote it again",
+        )
     return doc
+
+
+def _structure_problem(doc: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a results document that merging and reports read
+    (None: fine). A hand-edited or cut file otherwise fails deep inside as an internal error."""
+    kinds = {"config": dict, "items": list, "records": list, "positions": list}
+    optional = {"failed": list, "runs": list, "notices": list, "grid": dict}
+    for key, kind in (kinds | optional).items():
+        if key not in doc and key in kinds:
+            return f"no {key!r}"
+        if key in doc and not isinstance(doc[key], kind):
+            return f"{key!r} is not a JSON {'object' if kind is dict else 'list'}"
+    try:
+        BenchConfig.from_json(doc["config"])
+    except (TypeError, ValueError, UsageError) as e:
+        return f"bad 'config': {first_line(e)}"
+    if not all(isinstance(x, str) for x in doc["items"]):
+        return "'items' must be names"
+    n = len(doc["items"])
+    entries = [("records", r) for r in doc["records"]]
+    entries += [("failed", f) for f in doc.get("failed", [])]
+    for key, entry in entries:
+        position = entry.get("position") if isinstance(entry, dict) else None
+        if not isinstance(position, int) or not 0 <= position < n:
+            return f"an entry of {key!r} has no valid 'position'"
+        if key == "records" and not (
+            isinstance(entry.get("methods"), dict)
+            and all(isinstance(m, dict) for m in entry["methods"].values())
+        ):
+            return f"record {position} has no 'methods' object"
+    return None
 
 
 def check_results_path(path: Path) -> None:

@@ -306,6 +306,29 @@ def test_load_results_rejects_other_files(tmp_path: Path) -> None:
         load_results(bad)
 
 
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda d: d.update(records="abc"), "'records' is not a JSON list"),
+        (lambda d: d.update(config="abc"), "'config' is not a JSON object"),
+        (lambda d: d.pop("items"), "no 'items'"),
+        (lambda d: d["records"].append({"x": 1}), "no valid 'position'"),
+        (lambda d: d["records"][0].update(position=99), "no valid 'position'"),
+        (lambda d: d["records"][0].update(methods=[1]), "no 'methods' object"),
+        (lambda d: d["config"].update(methods=5), "bad 'config'"),
+    ],
+)
+def test_load_results_rejects_damaged_files(whole: dict, tmp_path: Path, damage, match) -> None:
+    # each was an internal error (KeyError, TypeError, AttributeError) inside `bench merge`
+    doc = copy.deepcopy(whole)
+    damage(doc)
+    path = tmp_path / "part.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BadData, match=match):
+        load_results(path)
+    assert load_results(write_results(whole, path))["items"] == whole["items"]
+
+
 def test_reuse_writes_and_reads_project_files(pack, tmp_path: Path) -> None:
     config = BenchConfig(
         synthetic=1,
