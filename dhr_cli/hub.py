@@ -548,10 +548,15 @@ class _Hashes:
     def load(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                data.setdefault("first_use", {})
-                data.setdefault("verified", {})
-                return data
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            data.setdefault("first_use", {})
+            data.setdefault("verified", {})
+            # both tables are looked up by name: a record edited into another shape is
+            # treated as unreadable, not met as a TypeError later
+            if not all(isinstance(data[k], dict) for k in ("first_use", "verified")):
+                raise ValueError("not a record of hashes")
+            return data
         except (FileNotFoundError, NotADirectoryError):
             pass  # nothing recorded yet (a models folder that is a file is reported by its users)
         except (OSError, ValueError):

@@ -631,3 +631,9 @@ def test_an_unreadable_hash_record_is_reported_once(
     record = hub._Hashes(tmp_path)
     assert record.load() == record.load() == {"first_use": {}, "verified": {}}
     assert capsys.readouterr().err.count("is unreadable;") == 1
+    # valid JSON of another shape was a TypeError (exit 1) in `dhr models import/verify`
+    for other in ("[1, 2]", '{"first_use": "x", "verified": [1]}'):
+        (tmp_path / hub.HASHES_FILE).write_text(other)
+        assert record.load() == {"first_use": {}, "verified": {}}
+        record.update(verified=(tmp_path / hub.HASHES_FILE, "0" * 64))  # rewrites it
+        assert isinstance(json.loads((tmp_path / hub.HASHES_FILE).read_text())["verified"], dict)
