@@ -387,14 +387,18 @@ def _device_str() -> str:
 
 
 def _without_own_outputs(inputs: list[Path]) -> list[Path]:
-    """A batch leaves out the files dhr wrote beside inverted photos (photo.recon.jpg,
-    photo.mask.png, photo.smile+1.5.jpg, and photo.jpg.dhr when photo.jpg is in the batch too)
-    that a glob over the photos' folder picks up."""
+    """A batch leaves out repeats of one file, and the files dhr wrote beside inverted photos
+    (photo.recon.jpg, photo.mask.png, photo.smile+1.5.jpg, and photo.jpg.dhr when photo.jpg is
+    in the batch too) that a glob over the photos' folder picks up."""
     if len(inputs) < 2:
         return inputs
     from . import console
-    from .pipeline import drop_own_outputs
+    from .pipeline import drop_own_outputs, drop_repeats
 
+    inputs, repeats = drop_repeats(inputs)
+    if repeats:
+        shown = ", ".join(map(str, repeats[:3])) + (" ..." if len(repeats) > 3 else "")
+        console.log.info(f"leaving out {len(repeats)} repeated input(s): {shown}")
     kept, dropped = drop_own_outputs(inputs)
     if not kept:  # only dhr's images, named on purpose
         return inputs

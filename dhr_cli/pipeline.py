@@ -702,6 +702,19 @@ def output_paths(
 _OWN_IMAGE = re.compile(r"(?:face\d+\.)?(?:recon|mask)")
 
 
+def drop_repeats(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """Split a batch into (first mentions, repeats) of one file (`dhr invert *.jpg best.jpg`,
+    `face.jpg ./face.jpg`): a repeat would only do the same slow work again."""
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    repeats: list[Path] = []
+    for p in map(Path, paths):
+        key = p.resolve()
+        (repeats if key in seen else kept).append(p)
+        seen.add(key)
+    return kept, repeats
+
+
 def drop_own_outputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """Split a batch into (inputs, dhr's own outputs) so that `dhr edit photos/*.jpg` after
     `dhr invert photos/*.jpg` does not take photo.recon.jpg for a photo.

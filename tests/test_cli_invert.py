@@ -148,6 +148,18 @@ def test_same_named_photos_into_one_folder_keep_the_first(
     assert Project.load(out / "face.png.dhr").source_path == str(tmp_path / "x/face.png")
 
 
+def test_a_photo_named_twice_is_done_once(
+    face: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # `dhr invert *.png face.png`, or face.png and ./face.png: the same slow work twice
+    monkeypatch.chdir(face.parent)
+    argv = ["invert", str(face), face.name, f"./{face.name}", *FAST, "--method", "encoder"]
+    assert main([*argv, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "leaving out 2 repeated input(s)" in captured.err
+    assert len(json.loads(captured.out)["done"]) == 1
+
+
 def test_options_the_method_does_not_read_are_warned_about(face: Path, capsys) -> None:
     argv = ["invert", str(face), *FAST, "--method", "encoder", "--steps", "3", "--tau", "0.5"]
     assert main(argv) == 0

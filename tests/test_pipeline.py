@@ -17,6 +17,7 @@ from dhr_cli.pipeline import (
     EngineOptions,
     about_input,
     drop_own_outputs,
+    drop_repeats,
     import_mask,
     invert_photo,
     landmarks_for_quad,
@@ -144,6 +145,15 @@ def test_drop_own_outputs(tmp_path: Path) -> None:
     assert drop_own_outputs(everything) == (
         [tmp_path / "a.jpg", tmp_path / "c.d.png.dhr"],
         [tmp_path / "a.jpg.dhr", tmp_path / "a.jpg.face2.dhr"],
+    )
+
+
+def test_drop_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.jpg", Path("b.jpg")
+    assert drop_repeats([a, b, Path("a.jpg"), Path("./b.jpg"), a]) == (
+        [a, b],
+        [Path("a.jpg"), Path("./b.jpg"), a],
     )
 
 
