@@ -397,15 +397,19 @@ def _without_own_outputs(inputs: list[Path]) -> list[Path]:
 
     inputs, repeats = drop_repeats(inputs)
     if repeats:
-        shown = ", ".join(map(str, repeats[:3])) + (" ..." if len(repeats) > 3 else "")
-        console.log.info(f"leaving out {len(repeats)} repeated input(s): {shown}")
+        console.log.info(f"leaving out {len(repeats)} repeated input(s): {_listed(repeats)}")
     kept, dropped = drop_own_outputs(inputs)
     if not kept:  # only dhr's images, named on purpose
         return inputs
     if dropped:
-        shown = ", ".join(map(str, dropped[:3])) + (" ..." if len(dropped) > 3 else "")
-        console.log.info(f"leaving out {len(dropped)} file(s) that dhr wrote: {shown}")
+        console.log.info(f"leaving out {len(dropped)} file(s) that dhr wrote: {_listed(dropped)}")
     return kept
+
+
+def _listed(paths: list[Path], limit: int = 3) -> str:
+    """The first `limit` paths, comma-separated, and how many more there are."""
+    more = len(paths) - limit
+    return ", ".join(map(str, paths[:limit])) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _pack_for(pack: str | None, inputs: list[Path]) -> str:
@@ -1323,10 +1327,7 @@ def bench_cmd(
             check_image(p)  # says what to give instead of a folder
     missing = [p for p in inputs if not p.is_file()]
     if missing:
-        raise not_found(
-            ", ".join(map(str, missing[:5]))
-            + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-        )
+        raise not_found(_listed(missing, limit=5))
     if report is not None and no_report:
         raise UsageError("--report and --no-report contradict each other")
     name, strength = parse_named(grid_edit, "--grid-edit")

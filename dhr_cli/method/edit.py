@@ -1066,7 +1066,7 @@ class EditSession:
         out = self.output
         if out is None:
             return folder / name
-        if out.endswith(("/", os.sep)) or Path(out).is_dir() or self.many:
+        if self._output_file() is None or self.many:
             return Path(out) / name
         return Path(out)
 
