@@ -32,17 +32,18 @@ class Settings:
 
 
 def check_device_spec(spec: str) -> str:
-    """Validate a --device value without importing torch."""
-    if not _DEVICE_RE.match(spec):
+    """Validate a --device value without importing torch; returns it normalised ("CPU" -> "cpu")."""
+    normal = spec.strip().lower()
+    if not _DEVICE_RE.match(normal):
         raise UsageError(f"invalid --device {spec!r}", hint="use auto, cpu, cuda, cuda:N or mps")
-    return spec
+    return normal
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn a --device value into a torch.device, failing clearly if it is absent."""
     import torch
 
-    check_device_spec(spec)
+    spec = check_device_spec(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

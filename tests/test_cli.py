@@ -69,6 +69,15 @@ def test_global_options_work_after_subcommand(capsys: pytest.CaptureFixture[str]
     assert "invalid --device" in capsys.readouterr().err
 
 
+def test_device_is_read_case_blind() -> None:
+    from dhr_cli.runtime import check_device_spec
+
+    # torch itself refuses "CPU"; users type it that way, so dhr normalises it.
+    assert check_device_spec(" CPU ") == "cpu"
+    assert check_device_spec("CUDA:1") == "cuda:1"
+    assert check_device_spec("Auto") == "auto"
+
+
 def test_ctrl_c_exits_130_and_says_so(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
