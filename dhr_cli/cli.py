@@ -644,7 +644,7 @@ def _run_engine(
     from_mask: Path | None = None,
 ) -> None:
     from . import console
-    from .faces.image_io import IMAGE_SUFFIXES, check_image
+    from .faces.image_io import IMAGE_SUFFIXES, check_image, unused_quality
     from .files import ensure_folder
     from .packs import apply_cpu_threads, load_pack
     from .pipeline import (
@@ -701,6 +701,8 @@ def _run_engine(
             f"{', '.join(ignored)}: not used with the {pack_name} pack "
             "(its images are aligned crops of one face; none is detected)"
         )
+    if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
+        console.log.warn(warning)
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
     show = not s.quiet and not s.json
     if which == "invert":
@@ -1009,12 +1011,12 @@ def edit_cmd(
 
         output_format("x", fmt)  # unknown formats fail before any work
     session.check_output()
-    for warning in session.output_warnings():
-        console.log.warn(warning)
     if not inputs:
         found = latest_project()
         console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
         inputs = [found]
+    for warning in session.output_warnings(inputs):
+        console.log.warn(warning)
     session.prepare(shard_items(inputs, shard_kn))
     clashes = session.clashes(inputs)
     result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", clashes=clashes)

@@ -282,6 +282,14 @@ def test_output_suffix_and_format_that_disagree(work: Path, capsys) -> None:
     assert Image.open(work / "y.out").format == "JPEG"
 
 
+def test_quality_with_a_lossless_output_is_said_to_be_unused(work: Path, capsys) -> None:
+    photo = str(work / "f0.png")
+    assert main(["edit", photo, "--smile", "1", "--quality", "70"]) == 0
+    assert "--quality 70: not used, the images written are PNG" in capsys.readouterr().err
+    assert main(["edit", photo, "--smile", "1", "-o", str(work / "x.jpg"), "--quality", "70"]) == 0
+    assert "--quality" not in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_edits_of_projects_in_another_folder_go_beside_them(work: Path) -> None:
     # `dhr invert photos/*.png -o out/` then `dhr edit out/*.dhr`: the edits join the

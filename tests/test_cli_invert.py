@@ -167,6 +167,15 @@ def test_options_the_method_does_not_read_are_warned_about(face: Path, capsys) -
     assert "warning: --steps, --tau, --coarse-steps: not used by --method encoder" in err
 
 
+def test_quality_with_lossless_outputs_is_said_to_be_unused(face: Path, capsys) -> None:
+    # face.png's reconstruction is a PNG: --quality cannot change it
+    assert main(["invert", str(face), *FAST, "--method", "encoder", "--quality", "80"]) == 0
+    assert "warning: --quality 80: not used, the images written are PNG" in capsys.readouterr().err
+    argv = ["invert", str(face), *FAST, "--method", "encoder", "--quality", "80", "--format", "jpg"]
+    assert main(argv) == 0
+    assert "--quality" not in capsys.readouterr().err
+
+
 def test_face_finding_options_are_said_to_be_unused_with_aligned_packs(
     face: Path, tmp_path: Path, capsys
 ) -> None:

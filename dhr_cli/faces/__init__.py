@@ -47,6 +47,7 @@ from .image_io import (
     photo_from_array,
     save_image,
     suffix_format,
+    unused_quality,
 )
 from .paste import DEFAULT_BLEND_RADIUS, feather_mask, paste_alpha, paste_back
 
@@ -87,4 +88,5 @@ __all__ = [
     "save_image",
     "select_faces",
     "suffix_format",
+    "unused_quality",
 ]

@@ -15,7 +15,7 @@ import os
 import struct
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,20 @@ def _too_large(path: Path, max_pixels: int, size: tuple[int, int] | None = None)
 def suffix_format(path: str | os.PathLike[str]) -> str | None:
     """The Pillow format dhr writes for a file name's suffix (None: not one it writes)."""
     return _FORMAT_ALIASES.get(Path(path).suffix.upper().lstrip("."))
+
+
+def unused_quality(
+    quality: int | None, paths: Sequence[str | os.PathLike[str]], format: str | None = None
+) -> str | None:
+    """A warning when `quality` cannot matter: every output (in `format`, else in the format of
+    its path's suffix) is lossless. None when it may matter or a format is not known yet."""
+    if quality is None:
+        return None
+    formats = {output_format("x", format)} if format else {suffix_format(p) for p in paths}
+    if not formats or None in formats or formats & {"JPEG", "WEBP"}:
+        return None
+    written = ", ".join(sorted(f for f in formats if f is not None))
+    return f"--quality {quality}: not used, the images written are {written} (lossless)"
 
 
 def output_format(

@@ -1094,19 +1094,30 @@ class EditSession:
                 hint="drop --format, or give the file the format's suffix",
             )
 
-    def output_warnings(self) -> list[str]:
-        """What the user may not expect of -o FILE: a suffix that is no image format (a typo
-        such as .jgp) gets the source photo's format under that name."""
-        from ..faces import suffix_format
+    def output_warnings(self, inputs: Sequence[Path]) -> list[str]:
+        """What the user may not expect: -o FILE with a suffix that is no image format (a typo
+        such as .jgp) gets the source photo's format under that name; --quality does nothing
+        when every image written is lossless."""
+        from ..faces import suffix_format, unused_quality
+        from ..project import SUFFIX
 
+        warnings = []
         out = self._output_file()
         suffix = Path(out).suffix if out is not None else ""
-        if not suffix or self.format or suffix_format(out) is not None:
-            return []
-        return [
-            f"-o {out}: {suffix!r} is not an image suffix; the file gets the photo's own format "
-            "(choose one with --format or a suffix such as .png)"
-        ]
+        if suffix and not self.format and suffix_format(out) is None:
+            warnings.append(
+                f"-o {out}: {suffix!r} is not an image suffix; the file gets the photo's own "
+                "format (choose one with --format or a suffix such as .png)"
+            )
+        # outputs take the photo's suffix; a project is named after its photo (x.png.dhr)
+        written = (
+            [out]
+            if out is not None
+            else [p.with_suffix("") if p.suffix == SUFFIX else p for p in inputs]
+        )
+        if quality := unused_quality(self.quality, written, self.format):
+            warnings.append(quality)
+        return warnings
 
     def clashes(self, inputs: Sequence[Path]) -> dict[Path, Path]:
         """Inputs of a batch whose edited images would replace those of an earlier input (same

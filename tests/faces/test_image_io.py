@@ -213,3 +213,17 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, small: np.ndarray) -> None:
     check_image(tmp_path / "good.jpg")
     with pytest.raises(BadData, match="too large"):
         check_image(tmp_path / "good.jpg", max_pixels=100 * 100)
+
+
+def test_unused_quality_only_when_no_output_is_jpeg_or_webp() -> None:
+    from dhr_cli.faces import unused_quality
+
+    assert unused_quality(None, ["a.png"]) is None
+    assert (
+        unused_quality(90, ["a.png", "b.tif"])
+        == "--quality 90: not used, the images written are PNG, TIFF (lossless)"
+    )
+    assert unused_quality(90, ["a.png", "b.jpg"]) is None  # b's output uses it
+    assert unused_quality(90, ["a.png"], format="webp") is None
+    assert unused_quality(90, ["a.jpg"], format="png") is not None
+    assert unused_quality(90, ["a.dhr"]) is None  # the photo's format is not known here
