@@ -234,8 +234,9 @@ class BenchConfig:
         self.grid_edit = (str(self.grid_edit[0]), float(self.grid_edit[1]))
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
+            problem = f"unknown method(s): {', '.join(unknown)}" if unknown else None
             raise UsageError(
-                f"unknown method(s): {', '.join(unknown) or '(none given)'}",
+                problem or "--methods names no method",
                 hint="--methods takes a comma-separated list of " + ", ".join(METHODS),
             )
         if len(set(self.methods)) != len(self.methods):

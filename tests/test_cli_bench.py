@@ -29,6 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
         (["--synthetic", "2", "x.png"], 2, "not both"),
         (["--synthetic", "0"], 2, "--synthetic"),
         (["--synthetic", "2", "--methods", "dhr,hfgi"], 2, "unknown method(s): hfgi"),
+        (["--synthetic", "2", "--methods", ","], 2, "--methods names no method"),
         (["--synthetic", "2", "--shard", "3/2"], 2, "--shard"),
         (["--synthetic", "2", "--grid-edit", "smile"], 2, "--grid-edit expects NAME=STRENGTH"),
         (["--synthetic", "2", "--grid-edit", "smile=x"], 2, "--grid-edit smile: 'x' is not"),
