@@ -1320,6 +1320,8 @@ def import_file(
     src = Path(file).expanduser()
     if not src.is_file():
         raise InputMissing(f"{src}: no such file")
+    if src.stat().st_size == 0:  # never to be trusted as a first-use hash
+        raise BadData(f"{src} is empty (0 bytes), not a model file")
     folder = cache_dir(models_dir)
     hashes = _Hashes(folder)
     try:

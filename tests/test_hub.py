@@ -463,6 +463,12 @@ def test_import_rejects_wrong_files(tmp_path: Path, monkeypatch) -> None:
         hub.import_file(junk, "interfacegan-age")
     # unpinned entry: the first import is trusted, a different file later is not (unless forced)
     add_entry(monkeypatch)
+    empty = tmp_path / "empty.bin"  # e.g. a failed download saved as a file: never trusted
+    empty.touch()
+    for name in (None, "test-model"):
+        with pytest.raises(BadData, match="empty.bin is empty"):
+            hub.import_file(empty, name)
+    assert hub._Hashes(hub.cache_dir()).first_use("test-model") is None
     hub.import_file(junk, "test-model")
     other = tmp_path / "other.bin"
     other.write_bytes(b"other")
