@@ -651,6 +651,8 @@ def _format_problem(entry: ModelFile, path: Path) -> str | None:
     suffix = Path(entry.filename).suffix.lower()
     with open(path, "rb") as f:
         head = f.read(9)
+    if not head:
+        return "an empty file"
     if suffix in (".pt", ".pth", ".ckpt"):
         # torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol 2+ starts 0x80)
         if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":

@@ -295,6 +295,16 @@ def test_unpinned_checkpoint_that_is_no_checkpoint_is_not_trusted(
     assert hub._Hashes(folder).first_use("test-model") is not None
 
 
+def test_unpinned_empty_download_is_not_trusted(online: None, http_server, monkeypatch) -> None:
+    url = http_server.add("w.bin", b"")  # a server that answers 200 with no body
+    e = add_entry(monkeypatch, urls=(url,))
+    with pytest.raises(ModelUnavailable, match="empty"):
+        hub.fetch("test-model")
+    folder = hub.cache_dir()
+    assert not (folder / e.filename).exists()
+    assert hub._Hashes(folder).first_use("test-model") is None
+
+
 def test_wrong_size_rejected_before_download(online: None, http_server, monkeypatch) -> None:
     url = http_server.add("w.bin", payload(1000))
     add_entry(monkeypatch, urls=(url,), size=999)
