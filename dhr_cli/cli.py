@@ -1737,22 +1737,34 @@ def main(argv: list[str] | None = None) -> int:
     except click_exc.ClickException as e:
         e.show()
         code = int(ExitCode.USAGE) if isinstance(e, click_exc.UsageError) else int(e.exit_code or 1)
-    except (KeyboardInterrupt, typer.Abort):
-        code = int(ExitCode.INTERRUPTED)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        if isinstance(e.__cause__, EOFError):
+            # typer makes an Abort of any EOFError ("stdin closed at a prompt"); dhr never
+            # prompts, so this one came from a file cut short that nothing caught: a bug
+            _internal_error(e.__cause__)
+            code = int(ExitCode.INTERNAL)
+        else:
+            code = int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # `dhr models list | head`: the reader went away; not an error worth a message
         code = 0
     except Exception as e:  # noqa: BLE001 - last-resort guard: a bug must still exit cleanly
-        console.log.error(f"internal error: {type(e).__name__}: {e}")
-        if console.is_verbose():
-            console._state.err.print_exception()
-        else:
-            console.log.info("rerun with --verbose for a traceback, and please report it")
+        _internal_error(e)
         code = int(ExitCode.INTERNAL)
     if code == ExitCode.INTERRUPTED:
         # also for the silent Exit(130) that typer makes of a Ctrl-C inside a command
         console.log.error("interrupted")
     return code
+
+
+def _internal_error(e: BaseException) -> None:
+    from . import console
+
+    console.log.error(f"internal error: {type(e).__name__}: {e}")
+    if console.is_verbose():
+        console._state.err.print_exception()
+    else:
+        console.log.info("rerun with --verbose for a traceback, and please report it")
 
 
 def run() -> None:

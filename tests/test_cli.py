@@ -98,6 +98,28 @@ def test_ctrl_c_exits_130_and_says_so(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
 
 
+def test_an_eof_error_is_not_reported_as_ctrl_c(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from dhr_cli import packs
+
+    def cut_short(*args, **kwargs):
+        raise EOFError("No data left in file")
+
+    # click turns an EOFError into Abort (it means "stdin closed" at a prompt); dhr never
+    # prompts, so one from a cut-short file is a failure to report, not an interruption
+    monkeypatch.setattr(packs, "load_pack", cut_short)
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    assert main(["invert", str(photo), "--pack", "synthetic"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: EOFError: No data left in file" in err
+    assert "interrupted" not in err
+
+
 def test_messages_into_a_pipe_are_one_line_each(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

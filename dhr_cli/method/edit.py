@@ -450,7 +450,7 @@ def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     if suffix == ".npy":
         try:
             obj: Any = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise BadData(f"cannot read {path} as a .npy array: {e}") from e
     elif suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open

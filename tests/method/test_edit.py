@@ -235,6 +235,12 @@ def test_load_direction_files(tmp_path: Path) -> None:
     torch.save({"direction": Evil()}, tmp_path / "h.pt")
     with pytest.raises(BadData, match="refusing"):
         load_direction_file(tmp_path / "h.pt")
+    # empty or cut short: numpy raises EOFError, which click turned into "interrupted" (130)
+    (tmp_path / "i.npy").write_bytes(b"")
+    (tmp_path / "j.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-4])
+    for name in ("i.npy", "j.npy"):
+        with pytest.raises(BadData, match="cannot read"):
+            load_direction_file(tmp_path / name)
 
 
 def test_ffhq_library_uses_the_published_directions(shared_dir: Path) -> None:
