@@ -13,7 +13,7 @@ import functools
 import inspect
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1719,11 +1719,51 @@ def models_import_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map every outcome to an exit code."""
+    from . import console
+
+    command_obj = typer.main.get_command(app)
+    with _sigterm_as_ctrl_c() as sigterm:
+        code = _run_app(command_obj, argv)
+    if code == ExitCode.INTERRUPTED and sigterm:
+        code = int(ExitCode.TERMINATED)
+        console.log.error("terminated (SIGTERM)")
+    elif code == ExitCode.INTERRUPTED:
+        # also for the silent Exit(130) that typer makes of a Ctrl-C inside a command
+        console.log.error("interrupted")
+    return code
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM (`timeout`, `kill`, a batch scheduler's time limit) unwinds like Ctrl-C, so the
+    batch says where it stopped and bench writes what it measured; a second one kills at once.
+    Yields a list that holds the signal once it came."""
+    import signal
+    import threading
+
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got  # signal handlers can only be set from the main thread
+        return
+
+    def unwind(signum: int, frame: Any) -> None:
+        got.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app(command_obj: Any, argv: list[str] | None) -> int:
+    """Run the command line; every outcome becomes an exit code (INTERRUPTED unannounced)."""
     from typer._click import exceptions as click_exc
 
     from . import console
 
-    command_obj = typer.main.get_command(app)
     try:
         rv = command_obj.main(args=argv, prog_name="dhr", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -1751,9 +1791,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - last-resort guard: a bug must still exit cleanly
         _internal_error(e)
         code = int(ExitCode.INTERNAL)
-    if code == ExitCode.INTERRUPTED:
-        # also for the silent Exit(130) that typer makes of a Ctrl-C inside a command
-        console.log.error("interrupted")
     return code
 
 

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     PARTIAL_FAILURE = 7  # a batch finished but some inputs failed
     NOT_AVAILABLE = 8  # feature or device not available in this build / on this machine
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    TERMINATED = 143  # SIGTERM (128 + 15), e.g. `timeout` or a scheduler: handled like Ctrl-C
 
 
 EXIT_CODE_HELP = {
@@ -36,6 +37,7 @@ EXIT_CODE_HELP = {
     ExitCode.PARTIAL_FAILURE: "batch finished with some inputs failed",
     ExitCode.NOT_AVAILABLE: "feature or device not available",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.TERMINATED: "terminated (SIGTERM, e.g. `timeout` or a scheduler's time limit); handled like Ctrl-C",
 }
 
 

@@ -98,6 +98,32 @@ def test_ctrl_c_exits_130_and_says_so(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
 
 
+def test_sigterm_is_handled_like_ctrl_c_and_exits_143(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import signal
+
+    import numpy as np
+    from PIL import Image
+
+    from dhr_cli import packs
+
+    def terminated(*args, **kwargs):
+        # what `timeout`, `kill` or a batch scheduler's time limit sends
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(packs, "load_pack", terminated)
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    assert main(["invert", str(photo), "--pack", "synthetic"]) == 143
+    err = capsys.readouterr().err
+    assert "terminated" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+    assert signal.getsignal(signal.SIGTERM) == before  # main() leaves the handler as it was
+
+
 def test_an_eof_error_is_not_reported_as_ctrl_c(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -214,6 +214,36 @@ def test_ctrl_c_still_writes_what_was_measured(tmp_path: Path, capsys, monkeypat
     assert "**Incomplete:** 1 of 3 images (the run was interrupted)." in md
 
 
+@pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str) -> None:
+    """`timeout 1h dhr bench ...` or a scheduler's time limit: SIGTERM to the dhr process
+    alone (not its workers) keeps the images measured so far, like Ctrl-C, and exits 143."""
+    import signal
+
+    args = ["--synthetic", "24", "--methods", "encoder", "-j", jobs, "-o", "res.json"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dhr_cli", "bench", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "DHR_OFFLINE": "1"},
+    )
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if line.startswith("[2/24]"):
+            p.send_signal(signal.SIGTERM)
+            break
+    err = "".join(lines) + p.stderr.read()
+    assert p.wait(timeout=120) == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    doc = load_results(tmp_path / "res.json")
+    assert 2 <= len(doc["records"]) < 24 and doc["interrupted"], err
+    assert (tmp_path / "dhr-bench" / "report.md").is_file()
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_terminal_collects_every_workers_images(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: each worker hands in what it finished."""
