@@ -245,6 +245,41 @@ def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str) -> No
 
 
 @pytest.mark.slow
+def test_workers_do_not_outlive_a_killed_bench(tmp_path: Path) -> None:
+    """SIGKILL (the OOM killer, `kill -9`) gives the parent no chance to stop its workers:
+    they notice on their own and exit, instead of waiting forever with their models loaded."""
+    import signal
+    import time
+
+    args = ["--synthetic", "24", "--methods", "encoder", "-j", "2", "-o", "res.json"]
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dhr_cli", "bench", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "DHR_OFFLINE": "1"},
+        start_new_session=True,  # the workers join the group, so the test can find them
+    )
+    for line in p.stderr:
+        if line.startswith("[1/24]"):
+            p.kill()
+            break
+    p.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(p.pid, 0)  # is any process of the group left?
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail("bench worker processes were still running 30 s after their parent died")
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_a_terminal_collects_every_workers_images(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: each worker hands in what it finished."""
     import signal
