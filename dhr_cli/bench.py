@@ -992,19 +992,6 @@ def _auto_jobs(config: BenchConfig, n: int) -> int:
     return max(1, min(n, (cores or 1) // threads))
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a helper process of `run_bench`: exit once `parent` is gone. A parent killed outright
-    (SIGKILL, the OOM killer) cannot stop its workers, which would wait forever, models loaded."""
-    import threading
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _worker(config_json: dict[str, Any], positions: list[int], queue: Any, label: str) -> dict:
     """A worker process of `run_bench(jobs > 1)`."""
     import signal
@@ -1072,18 +1059,19 @@ def _run_parallel(
     from multiprocessing.managers import SyncManager
 
     from .pipeline import shard_items
+    from .runtime import exit_with_parent
 
     # fail fast in this process, before workers start
     Bench(config).require()
     ctx = mp.get_context("spawn")
     manager = SyncManager(ctx=ctx)  # the progress queue's process
-    manager.start(_exit_with_parent, (os.getpid(),))
+    manager.start(exit_with_parent, (os.getpid(),))
     with manager:
         q = manager.Queue()
         pool = ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=ctx,
-            initializer=_exit_with_parent,
+            initializer=exit_with_parent,
             initargs=(os.getpid(),),
         )
         with pool:

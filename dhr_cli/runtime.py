@@ -79,3 +79,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def exit_with_parent(parent: int) -> None:
+    """Initializer of a helper process (bench workers, training's renderers): exit once
+    `parent` is gone. A parent killed outright (SIGKILL, the OOM killer) cannot stop its
+    helpers, which would otherwise wait forever for work, models loaded."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..files import atomic_write, atomic_write_bytes
+from ..runtime import exit_with_parent
 from . import classes as C
 from . import measure as M
 from . import render as R
@@ -300,7 +301,12 @@ def _parser_chunk(seed: int, start: int, stop: int) -> tuple[np.ndarray, np.ndar
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 #: Attributes and strengths of the edit-consistency term (see edit_batch).
