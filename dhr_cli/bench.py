@@ -41,7 +41,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -992,6 +992,18 @@ def _auto_jobs(config: BenchConfig, n: int) -> int:
     return max(1, min(n, (cores or 1) // threads))
 
 
+def _progress_queue_init(parent: int) -> None:
+    """Initializer of `run_bench`'s progress-queue process. It ignores Ctrl-C already (the
+    manager does); a scheduler's SIGTERM to the whole job must not take the queue away either
+    while the parent collects what its workers measured. It exits with its parent."""
+    import signal
+
+    from .runtime import exit_with_parent
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exit_with_parent(parent)
+
+
 def _worker(config_json: dict[str, Any], positions: list[int], queue: Any, label: str) -> dict:
     """A worker process of `run_bench(jobs > 1)`."""
     import signal
@@ -1000,13 +1012,18 @@ def _worker(config_json: dict[str, Any], positions: list[int], queue: Any, label
 
     console.configure(quiet=True)
 
+    interrupted: list[int] = []
+
     def first_interrupt_only(signum: int, frame: Any) -> None:
-        # Ctrl-C in a terminal reaches every process, and the parent passes it on too: the
-        # second one must not cut short the partial results this worker is handing in
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        # Ctrl-C in a terminal (or a scheduler's SIGTERM) reaches every process, and the parent
+        # passes it on too: the second one must not cut short the partial results this worker
+        # is handing in. (Not SIG_IGN: a signal already pending would then raise OSError.)
+        if not interrupted:
+            interrupted.append(signum)
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, first_interrupt_only)
+    signal.signal(signal.SIGTERM, first_interrupt_only)
     queue.put({"event": "worker", "pid": os.getpid()})
 
     def progress(event: dict[str, Any]) -> None:
@@ -1065,7 +1082,7 @@ def _run_parallel(
     Bench(config).require()
     ctx = mp.get_context("spawn")
     manager = SyncManager(ctx=ctx)  # the progress queue's process
-    manager.start(exit_with_parent, (os.getpid(),))
+    manager.start(_progress_queue_init, (os.getpid(),))
     with manager:
         q = manager.Queue()
         pool = ProcessPoolExecutor(
@@ -1102,10 +1119,12 @@ def _run_parallel(
 
             try:
                 while pending:
-                    _, pending = wait(pending, timeout=0.5)
-                    drain()
+                    with _signals_deferred():
+                        _, pending = wait(pending, timeout=0.5)
+                        drain()
             except KeyboardInterrupt:
-                drain()  # the workers' pids
+                with _signals_deferred():
+                    drain()  # the workers' pids
                 parts = _hand_in(futures, pids)
                 pool.shutdown(wait=False, cancel_futures=True)
                 if not parts:
@@ -1117,6 +1136,30 @@ def _run_parallel(
             parts = [f.result() for f in futures]
     doc = merge_results(parts, require_complete=False)
     return doc
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back until the block ends, then pass them to their usual
+    handlers. Raised inside `wait()` or a queue proxy call, their KeyboardInterrupt can leave a
+    future's lock taken, and the process pool's thread then hangs the exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(got):
+            if callable(previous[s]):
+                previous[s](s, None)
 
 
 def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]]:
@@ -1131,7 +1174,10 @@ def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]
     for pid in pids:
         with contextlib.suppress(OSError):  # a worker that has already exited
             os.kill(pid, signal.SIGINT)  # not every worker got the terminal's
-    wait(futures, timeout=INTERRUPT_WAIT_S)
+    deadline = time.monotonic() + INTERRUPT_WAIT_S
+    while time.monotonic() < deadline and not all(f.done() for f in futures):
+        with _signals_deferred():
+            wait(futures, timeout=0.5)
     parts = []
     for f in futures:
         if not f.done() or f.cancelled():

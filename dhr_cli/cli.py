@@ -1738,6 +1738,7 @@ def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
     """SIGTERM (`timeout`, `kill`, a batch scheduler's time limit) unwinds like Ctrl-C, so the
     batch says where it stopped and bench writes what it measured; a second one kills at once.
     Yields a list that holds the signal once it came."""
+    import os
     import signal
     import threading
 
@@ -1747,8 +1748,11 @@ def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
         return
 
     def unwind(signum: int, frame: Any) -> None:
+        if got:  # the second: die at once, as without this handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         got.append(signum)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, unwind)

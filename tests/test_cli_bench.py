@@ -214,10 +214,18 @@ def test_ctrl_c_still_writes_what_was_measured(tmp_path: Path, capsys, monkeypat
     assert "**Incomplete:** 1 of 3 images (the run was interrupted)." in md
 
 
-@pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=pytest.mark.slow)])
-def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str) -> None:
-    """`timeout 1h dhr bench ...` or a scheduler's time limit: SIGTERM to the dhr process
-    alone (not its workers) keeps the images measured so far, like Ctrl-C, and exits 143."""
+@pytest.mark.parametrize(
+    ("jobs", "group"),
+    [
+        ("1", False),
+        pytest.param("2", False, marks=pytest.mark.slow),
+        pytest.param("2", True, marks=pytest.mark.slow),
+    ],
+)
+def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str, group: bool) -> None:
+    """`timeout 1h dhr bench ...` (SIGTERM to the dhr process alone) or a scheduler's time
+    limit (SIGTERM to every process of the job, workers too) keeps the images measured so
+    far, like Ctrl-C, and exits 143."""
     import signal
 
     args = ["--synthetic", "24", "--methods", "encoder", "-j", jobs, "-o", "res.json"]
@@ -229,12 +237,16 @@ def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str) -> No
         text=True,
         cwd=tmp_path,
         env={**os.environ, "DHR_OFFLINE": "1"},
+        start_new_session=True,
     )
     lines = []
     for line in p.stderr:
         lines.append(line)
         if line.startswith("[2/24]"):
-            p.send_signal(signal.SIGTERM)
+            if group:
+                os.killpg(p.pid, signal.SIGTERM)
+            else:
+                p.send_signal(signal.SIGTERM)
             break
     err = "".join(lines) + p.stderr.read()
     assert p.wait(timeout=120) == 143, err
