@@ -1160,6 +1160,8 @@ def _signals_deferred() -> Iterator[None]:
         for s in dict.fromkeys(got):
             if callable(previous[s]):
                 previous[s](s, None)
+            elif previous[s] == signal.SIG_DFL:  # restored above: the default action now
+                os.kill(os.getpid(), s)
 
 
 def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]]:
