@@ -78,21 +78,26 @@ def test_device_is_read_case_blind() -> None:
     assert check_device_spec("Auto") == "auto"
 
 
-def test_ctrl_c_exits_130_and_says_so(
-    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _invert_when_loading_the_pack(tmp_path, monkeypatch: pytest.MonkeyPatch, fake) -> int:
+    """`dhr invert face.png --pack synthetic` with `fake` in place of packs.load_pack."""
     import numpy as np
     from PIL import Image
 
     from dhr_cli import packs
 
+    monkeypatch.setattr(packs, "load_pack", fake)
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
+    return main(["invert", str(photo), "--pack", "synthetic"])
+
+
+def test_ctrl_c_exits_130_and_says_so(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(packs, "load_pack", interrupted)
-    photo = tmp_path / "face.png"
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
-    assert main(["invert", str(photo), "--pack", "synthetic"]) == 130
+    assert _invert_when_loading_the_pack(tmp_path, monkeypatch, interrupted) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
@@ -104,20 +109,12 @@ def test_sigterm_is_handled_like_ctrl_c_and_exits_143(
     import os
     import signal
 
-    import numpy as np
-    from PIL import Image
-
-    from dhr_cli import packs
-
     def terminated(*args, **kwargs):
         # what `timeout`, `kill` or a batch scheduler's time limit sends
         os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(packs, "load_pack", terminated)
-    photo = tmp_path / "face.png"
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
-    assert main(["invert", str(photo), "--pack", "synthetic"]) == 143
+    assert _invert_when_loading_the_pack(tmp_path, monkeypatch, terminated) == 143
     err = capsys.readouterr().err
     assert "terminated" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
@@ -127,20 +124,12 @@ def test_sigterm_is_handled_like_ctrl_c_and_exits_143(
 def test_an_eof_error_is_not_reported_as_ctrl_c(
     tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from dhr_cli import packs
-
     def cut_short(*args, **kwargs):
         raise EOFError("No data left in file")
 
     # click turns an EOFError into Abort (it means "stdin closed" at a prompt); dhr never
     # prompts, so one from a cut-short file is a failure to report, not an interruption
-    monkeypatch.setattr(packs, "load_pack", cut_short)
-    photo = tmp_path / "face.png"
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(photo)
-    assert main(["invert", str(photo), "--pack", "synthetic"]) == 1
+    assert _invert_when_loading_the_pack(tmp_path, monkeypatch, cut_short) == 1
     err = capsys.readouterr().err
     assert "internal error: EOFError: No data left in file" in err
     assert "interrupted" not in err

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,31 @@ def test_ctrl_c_still_writes_what_was_measured(tmp_path: Path, capsys, monkeypat
     assert "**Incomplete:** 1 of 3 images (the run was interrupted)." in md
 
 
+def _bench_until(
+    tmp_path: Path, args: list[str], line_start: str, act: Callable[[subprocess.Popen], None]
+) -> tuple[subprocess.Popen, str]:
+    """Start `dhr bench ARGS` in a process group of its own (the workers join it), read its
+    stderr up to the first line that starts with `line_start`, then `act` on the process.
+    Returns the process and the stderr read so far."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dhr_cli", "bench", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "DHR_OFFLINE": "1"},
+        start_new_session=True,
+    )
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if line.startswith(line_start):
+            act(p)
+            break
+    return p, "".join(lines)
+
+
 @pytest.mark.parametrize(
     ("jobs", "group"),
     [
@@ -228,27 +254,15 @@ def test_sigterm_still_writes_what_was_measured(tmp_path: Path, jobs: str, group
     far, like Ctrl-C, and exits 143."""
     import signal
 
+    def terminate(p: subprocess.Popen) -> None:
+        if group:
+            os.killpg(p.pid, signal.SIGTERM)
+        else:
+            p.send_signal(signal.SIGTERM)
+
     args = ["--synthetic", "24", "--methods", "encoder", "-j", jobs, "-o", "res.json"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "dhr_cli", "bench", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "DHR_OFFLINE": "1"},
-        start_new_session=True,
-    )
-    lines = []
-    for line in p.stderr:
-        lines.append(line)
-        if line.startswith("[2/24]"):
-            if group:
-                os.killpg(p.pid, signal.SIGTERM)
-            else:
-                p.send_signal(signal.SIGTERM)
-            break
-    err = "".join(lines) + p.stderr.read()
+    p, err = _bench_until(tmp_path, args, "[2/24]", terminate)
+    err += p.stderr.read()
     assert p.wait(timeout=120) == 143, err
     assert "terminated" in err and "Traceback" not in err
     doc = load_results(tmp_path / "res.json")
@@ -264,20 +278,7 @@ def test_workers_do_not_outlive_a_killed_bench(tmp_path: Path) -> None:
     import time
 
     args = ["--synthetic", "24", "--methods", "encoder", "-j", "2", "-o", "res.json"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "dhr_cli", "bench", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "DHR_OFFLINE": "1"},
-        start_new_session=True,  # the workers join the group, so the test can find them
-    )
-    for line in p.stderr:
-        if line.startswith("[1/24]"):
-            p.kill()
-            break
+    p, _ = _bench_until(tmp_path, args, "[1/24]", subprocess.Popen.kill)
     p.wait(timeout=60)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -297,23 +298,9 @@ def test_ctrl_c_in_a_terminal_collects_every_workers_images(tmp_path: Path) -> N
     import signal
 
     args = ["--synthetic", "6", "--methods", "dhr", "--steps", "40", "-j", "2", "-o", "res.json"]
-    p = subprocess.Popen(
-        [sys.executable, "-m", "dhr_cli", "bench", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "DHR_OFFLINE": "1"},
-        start_new_session=True,
-    )
-    lines = []
-    for line in p.stderr:  # wait until both workers have finished an image
-        lines.append(line)
-        if line.startswith("[2/6]"):
-            os.killpg(p.pid, signal.SIGINT)
-            break
-    err = "".join(lines) + p.stderr.read()
+    # [2/6]: both workers have finished an image
+    p, err = _bench_until(tmp_path, args, "[2/6]", lambda p: os.killpg(p.pid, signal.SIGINT))
+    err += p.stderr.read()
     assert p.wait(timeout=120) == 130, err
     doc = load_results(tmp_path / "res.json")
     assert 2 <= len(doc["records"]) < 6 and doc["interrupted"], err
