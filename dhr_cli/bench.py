@@ -41,7 +41,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1076,7 +1076,7 @@ def _run_parallel(
     from multiprocessing.managers import SyncManager
 
     from .pipeline import shard_items
-    from .runtime import exit_with_parent
+    from .runtime import exit_with_parent, signals_deferred
 
     # fail fast in this process, before workers start
     Bench(config).require()
@@ -1119,11 +1119,11 @@ def _run_parallel(
 
             try:
                 while pending:
-                    with _signals_deferred():
+                    with signals_deferred():
                         _, pending = wait(pending, timeout=0.5)
                         drain()
             except KeyboardInterrupt:
-                with _signals_deferred():
+                with signals_deferred():
                     drain()  # the workers' pids
                 parts = _hand_in(futures, pids)
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -1138,32 +1138,6 @@ def _run_parallel(
     return doc
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the block ends, then pass them to their usual
-    handlers. Raised inside `wait()` or a queue proxy call, their KeyboardInterrupt can leave a
-    future's lock taken, and the process pool's thread then hangs the exit."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for s in dict.fromkeys(got):
-            if callable(previous[s]):
-                previous[s](s, None)
-            elif previous[s] == signal.SIG_DFL:  # restored above: the default action now
-                os.kill(os.getpid(), s)
-
-
 def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]]:
     """After Ctrl-C: interrupt every worker and collect what each has measured (a worker
     that finished has its whole part). A second Ctrl-C stops waiting."""
@@ -1171,6 +1145,7 @@ def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]
     from concurrent.futures import wait
 
     from . import console
+    from .runtime import signals_deferred
 
     console.log.warn("interrupted: collecting the images measured so far (Ctrl-C again to quit)")
     for pid in pids:
@@ -1178,7 +1153,7 @@ def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]
             os.kill(pid, signal.SIGINT)  # not every worker got the terminal's
     deadline = time.monotonic() + INTERRUPT_WAIT_S
     while time.monotonic() < deadline and not all(f.done() for f in futures):
-        with _signals_deferred():
+        with signals_deferred():
             wait(futures, timeout=0.5)
     parts = []
     for f in futures:

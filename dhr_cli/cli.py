@@ -13,7 +13,7 @@ import functools
 import inspect
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1720,9 +1720,10 @@ def models_import_cmd(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map every outcome to an exit code."""
     from . import console
+    from .runtime import sigterm_as_ctrl_c
 
     command_obj = typer.main.get_command(app)
-    with _sigterm_as_ctrl_c() as sigterm:
+    with sigterm_as_ctrl_c() as sigterm:
         code = _run_app(command_obj, argv)
     if code == ExitCode.INTERRUPTED and sigterm:
         code = int(ExitCode.TERMINATED)
@@ -1731,35 +1732,6 @@ def main(argv: list[str] | None = None) -> int:
         # also for the silent Exit(130) that typer makes of a Ctrl-C inside a command
         console.log.error("interrupted")
     return code
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
-    """SIGTERM (`timeout`, `kill`, a batch scheduler's time limit) unwinds like Ctrl-C, so the
-    batch says where it stopped and bench writes what it measured; a second one kills at once.
-    Yields a list that holds the signal once it came."""
-    import os
-    import signal
-    import threading
-
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got  # signal handlers can only be set from the main thread
-        return
-
-    def unwind(signum: int, frame: Any) -> None:
-        if got:  # the second: die at once, as without this handler
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        got.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, unwind)
-    try:
-        yield got
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_app(command_obj: Any, argv: list[str] | None) -> int:

@@ -8,8 +8,6 @@ import contextlib
 import copy
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -431,31 +429,3 @@ def test_report_without_true_edits_or_grid() -> None:
     assert draw_chart(doc).size == (1400, 600)
     text = markdown(doc, images={})
     assert "1 photos" in text and "Not measured" in text and "## Segmentation" not in text
-
-
-def test_signals_deferred_reach_their_handlers_after_the_block() -> None:
-    import os
-    import signal
-
-    from dhr_cli.bench import _signals_deferred
-
-    seen: list[str] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handler"))
-    try:
-        with _signals_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
-            seen.append("block ends")
-        assert seen == ["block ends", "handler"]
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    # with no handler of its own (bench used as a library) the process still ends, after it
-    code = (
-        "import os, signal\n"
-        "from dhr_cli.bench import _signals_deferred\n"
-        "with _signals_deferred():\n"
-        "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    print('deferred', flush=True)\n"
-        "print('not reached')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == -signal.SIGTERM and r.stdout == "deferred\n", r

@@ -69,15 +69,6 @@ def test_global_options_work_after_subcommand(capsys: pytest.CaptureFixture[str]
     assert "invalid --device" in capsys.readouterr().err
 
 
-def test_device_is_read_case_blind() -> None:
-    from dhr_cli.runtime import check_device_spec
-
-    # torch itself refuses "CPU"; users type it that way, so dhr normalises it.
-    assert check_device_spec(" CPU ") == "cpu"
-    assert check_device_spec("CUDA:1") == "cuda:1"
-    assert check_device_spec("Auto") == "auto"
-
-
 def _invert_when_loading_the_pack(tmp_path, monkeypatch: pytest.MonkeyPatch, fake) -> int:
     """`dhr invert face.png --pack synthetic` with `fake` in place of packs.load_pack."""
     import numpy as np
