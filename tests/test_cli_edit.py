@@ -290,6 +290,23 @@ def test_quality_with_a_lossless_output_is_said_to_be_unused(work: Path, capsys)
     assert "--quality" not in capsys.readouterr().err
 
 
+def test_a_photo_moved_away_is_edited_through_its_project(
+    inverted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # `dhr invert a.png`, then a.png is moved (or deleted): its project is still there, so
+    # `dhr edit a.png` says what is missing and `--no-paste` edits the aligned face
+    monkeypatch.setenv("DHR_OFFLINE", "1")
+    photo = tmp_path / "a.png"
+    shutil.copy(inverted / "f0.png", photo)
+    assert main(["invert", str(photo), *FAST, "--quiet"]) == 0
+    photo.rename(tmp_path / "elsewhere.png")
+    assert main(["edit", str(photo), "--smile", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "the photo of" in err and "a.png.dhr is missing" in err and "--no-paste" in err
+    assert main(["edit", str(photo), "--smile", "1", "--no-paste", "-q"]) == 0
+    assert (tmp_path / "a.smile+1.png").is_file()
+
+
 @pytest.mark.slow
 def test_edits_of_projects_in_another_folder_go_beside_them(work: Path) -> None:
     # `dhr invert photos/*.png -o out/` then `dhr edit out/*.dhr`: the edits join the

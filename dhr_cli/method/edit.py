@@ -1013,9 +1013,11 @@ class EditSession:
                     f"project file not found: {arg}", hint="run `dhr invert PHOTO` first"
                 )
             return [arg], None
-        if not arg.exists():
-            raise not_found(arg)
         projects = _face_projects(arg)
+        if not arg.exists():
+            if projects[0].is_file():  # the photo moved after invert: its projects tell the rest
+                return projects, None
+            raise not_found(arg)
         if not projects[0].is_file():
             raise InputMissing(
                 f"{arg} has no project file ({projects[0].name})",
