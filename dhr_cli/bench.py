@@ -58,7 +58,7 @@ from .errors import (
     UsageError,
     first_line,
 )
-from .files import atomic_write, atomic_write_bytes, ensure_folder
+from .files import atomic_write, atomic_write_json, ensure_folder
 
 if TYPE_CHECKING:
     import torch
@@ -1304,7 +1304,7 @@ def write_results(doc: dict[str, Any], path: Path, *, grid: bool = True) -> Path
     path = Path(path)
     out = doc if grid else {k: v for k, v in doc.items() if k != "grid"}
     check_results_path(path)
-    atomic_write_bytes(path, (json.dumps(_finite(out), indent=1) + "\n").encode())
+    atomic_write_json(path, _finite(out))
     return path
 
 

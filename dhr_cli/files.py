@@ -4,11 +4,12 @@ replaced in one step, so that a reader, a full disk or a Ctrl-C never leaves hal
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import OutputError, first_line
 
@@ -72,6 +73,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Replace `path`'s content with `data` in one step (see `atomic_write`)."""
     with atomic_write(path) as f:
         f.write(data)
+
+
+def atomic_write_json(path: Path | str, obj: Any, **dumps: Any) -> None:
+    """Replace `path` with `obj` as indented JSON and a final newline (see `atomic_write`);
+    `dumps` goes to json.dumps (sort_keys, default, ...)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, **dumps) + "\n").encode())
 
 
 def fsync_folder(folder: Path) -> None:

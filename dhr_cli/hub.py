@@ -57,7 +57,7 @@ from typing import Any
 
 from . import __version__, console
 from .errors import BadData, InputMissing, ModelUnavailable, OutputError, UsageError
-from .files import atomic_write_bytes, fsync_folder
+from .files import atomic_write_json, fsync_folder
 
 # --- registry ---------------------------------------------------------------------------------
 
@@ -590,7 +590,7 @@ class _Hashes:
         with FileLock(str(self.lock_path)):
             data = self.load()
             yield data
-            atomic_write_bytes(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
+            atomic_write_json(self.path, data, sort_keys=True)
 
     def update(
         self,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dhr_cli.errors import OutputError
-from dhr_cli.files import atomic_write, atomic_write_bytes, ensure_folder
+from dhr_cli.files import atomic_write, atomic_write_bytes, atomic_write_json, ensure_folder
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -30,6 +30,13 @@ def test_atomic_write_replaces_the_file(tmp_path: Path) -> None:
     path.write_text("old")
     atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
+def test_atomic_write_json_is_indented_with_a_final_newline(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    atomic_write_json(path, {"b": 1, "a": [2.5]}, sort_keys=True)
+    assert path.read_text(encoding="utf-8") == '{\n "a": [\n  2.5\n ],\n "b": 1\n}\n'
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..files import atomic_write_bytes
+from ..files import atomic_write_json
 from . import classes as C
 
 CALIBRATION_SEED = 20251
@@ -402,7 +402,7 @@ def write_section(section: dict[str, Any], folder: Path) -> Path:
     path = Path(folder) / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["segmentation"] = section
-    atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write_json(path, manifest)
     return path
 
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..files import atomic_write, atomic_write_bytes
+from ..files import atomic_write, atomic_write_bytes, atomic_write_json
 from ..runtime import exit_with_parent
 from . import classes as C
 from . import measure as M
@@ -242,10 +242,6 @@ def atomic_save(obj: Any, path: Path) -> None:
     """torch.save in one step: an interrupted run resumes from the previous checkpoint."""
     with atomic_write(path) as f:
         torch.save(obj, f)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=float) + "\n").encode())
 
 
 def load_ckpt(path: Path) -> dict | None:
@@ -1118,7 +1114,7 @@ def export_pack(
         "files": files,
     }
     manifest.update(kept)
-    _write_json(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest, default=float)
     t = StageClock()
     pack = M.load_pack(out)
     metrics = quality_metrics(pack, perceptual)
@@ -1183,7 +1179,7 @@ def export_pack(
         "cpu_s": round(t.cpu, 1),
     }
     manifest.update(kept)
-    _write_json(manifest_path, manifest)
+    atomic_write_json(manifest_path, manifest, default=float)
     return metrics
 
 
@@ -1203,7 +1199,8 @@ def _run_stage(
     info.setdefault("wall_s", round(clock.wall, 1))
     info.setdefault("cpu_s", round(clock.cpu, 1))
     state[name] = info
-    _write_json(work / "state.json", state)  # a Ctrl-C mid-write must not spoil the resume
+    # in one step: a Ctrl-C mid-write must not spoil the resume
+    atomic_write_json(work / "state.json", state, default=float)
     log(f"== stage {name} done: wall {info['wall_s']}s cpu {info['cpu_s']}s")
 
 
@@ -1312,7 +1309,7 @@ def main(argv: list[str] | None = None) -> int:
         log("== stage export")
         metrics = export_pack(args.out, work, plan, state, perceptual, argv)
         state["export_metrics"] = metrics
-        _write_json(state_path, state)
+        atomic_write_json(state_path, state, default=float)
     log("done")
     return 0
 
