@@ -31,10 +31,9 @@ from dhr_cli.synthetic import render as R
 
 
 @torch.no_grad()
-def true_edit_w(g: torch.nn.Module, u: np.ndarray, attribute: str, s: float) -> torch.Tensor:
-    """W of the true edit by ``s`` std-units of faces ``u`` (pixel-normed domain latents)."""
-    z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
-    z = M.domain_z(R.edit_z(z27, attribute, s), g.style_dim, nuisance)
+def true_edit_w(g: torch.nn.Module, z: np.ndarray, attribute: str, s: float) -> torch.Tensor:
+    """W of the true edit by ``s`` std-units of faces ``z`` (domain latents)."""
+    z = M.true_edit_z(z, attribute, s)
     return g.mapping(torch.as_tensor(z, dtype=torch.float32)).double()
 
 
@@ -48,8 +47,8 @@ def main() -> None:
     torch.set_num_threads(2)
     pack = M.load_pack()
     g = pack.generator
-    fit = M.pixel_norm(np.random.default_rng(123).standard_normal((4000, g.style_dim)))
-    held = M.pixel_norm(M.eval_latents(50, M.EVAL_SEED_DIRECTIONS, g.style_dim))
+    fit = np.random.default_rng(123).standard_normal((4000, g.style_dim))
+    held = M.eval_latents(50, M.EVAL_SEED_DIRECTIONS, g.style_dim)
     for attribute in ("smile", "age"):
         d = pack.direction(attribute).double().reshape(1, -1)
         mean_step = (
@@ -57,7 +56,7 @@ def main() -> None:
         ).mean(0)
         cos = float(torch.nn.functional.cosine_similarity(mean_step[None], d).item())
         print(f"{attribute}: cos(shipped direction, mean W step of the true edit) = {cos:.3f}")
-        start = held[:, R.ATTRIBUTE_INDEX[attribute]]
+        start = M.renderer_z(held)[:, R.ATTRIBUTE_INDEX[attribute]]
         thirds = np.array_split(np.argsort(start), 3)
         w0 = true_edit_w(g, held, attribute, 0.0)
         read0 = read(g, pack.probe, w0)

@@ -413,13 +413,20 @@ def generator_edit_sweep(
     same faces with the renderer coordinate moved in z (nuisance kept), through
     ``G(mapping(.))``. No W direction can do better than the generator's own rendering of
     the exact edit, so this is the ceiling the generator sets for its directions."""
-    u = pixel_norm(eval_latents(n_faces, seed, g.style_dim))
-    z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
+    z = eval_latents(n_faces, seed, g.style_dim)
 
     def draw(s: float) -> torch.Tensor:
-        return synthesize(g, domain_z(R.edit_z(z27, attribute, s), g.style_dim, nuisance))
+        return synthesize(g, true_edit_z(z, attribute, s))
 
     return _read_sweep(probe, attribute, strengths, draw)
+
+
+def true_edit_z(z: np.ndarray, attribute: str, s: float) -> np.ndarray:
+    """Domain latents (N, D) of the true edit of faces ``z``: the renderer coordinate of
+    ``attribute`` moved by ``s`` std-units, the nuisance coordinates kept."""
+    u = pixel_norm(z)
+    z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
+    return domain_z(R.edit_z(z27, attribute, s), z.shape[-1], nuisance)
 
 
 @torch.no_grad()
