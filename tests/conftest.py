@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared, a clean environment per test."""
+"""Shared test fixtures: the copied fixtures folder, a clean environment per test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def _loopback(host: object) -> bool:
@@ -57,10 +57,9 @@ def _no_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    # The golden fixtures must be there (in CI too): a missing folder is a failure, not a skip.
-    assert SHARED.is_dir(), f"../shared not found beside the checkout ({SHARED})"
-    return SHARED
+def fixtures_dir() -> Path:
+    # Copied into the repository (tests/fixtures/README.md), so a bare clone has them.
+    return FIXTURES
 
 
 @pytest.fixture

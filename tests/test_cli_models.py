@@ -35,8 +35,8 @@ REQUIRED = [
 ]
 
 
-def direction(shared_dir: Path, fname: str) -> Path:
-    return shared_dir / "directions" / "ffhq" / fname
+def direction(fixtures_dir: Path, fname: str) -> Path:
+    return fixtures_dir / "directions" / "ffhq" / fname
 
 
 def test_list_json_lists_every_file_without_importing_torch() -> None:
@@ -103,14 +103,14 @@ def test_download_unknown_name_is_usage_error(capsys: pytest.CaptureFixture[str]
 
 def test_download_from_mirror_into_models_dir(
     http_server,
-    shared_dir: Path,
+    fixtures_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.delenv("DHR_OFFLINE")
     for fname in ("interfacegan_age.pt", "interfacegan_smile.pt"):
-        http_server.add(fname, direction(shared_dir, fname).read_bytes())
+        http_server.add(fname, direction(fixtures_dir, fname).read_bytes())
     monkeypatch.setenv("DHR_MIRROR", http_server.url)
     folder = tmp_path / "models"
     argv = ["models", "download", "interfacegan-age", "interfacegan-smile", "--models-dir"]
@@ -121,16 +121,16 @@ def test_download_from_mirror_into_models_dir(
         "interfacegan-smile",
     }
     assert (folder / "interfacegan_age.pt").read_bytes() == direction(
-        shared_dir, "interfacegan_age.pt"
+        fixtures_dir, "interfacegan_age.pt"
     ).read_bytes()
     assert not (hub.cache_dir() / "interfacegan_age.pt").exists()  # --models-dir wins
 
 
 def test_import_verify_and_corruption(
-    shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = tmp_path / "age.pt"  # upstream's own file name
-    shutil.copy(direction(shared_dir, "interfacegan_age.pt"), src)
+    shutil.copy(direction(fixtures_dir, "interfacegan_age.pt"), src)
     assert main(["models", "import", str(src)]) == 0
     dest = Path(capsys.readouterr().out.strip())
     assert dest == hub.cache_dir() / "interfacegan_age.pt"
@@ -159,12 +159,12 @@ def test_import_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_import_several_files_at_once(
-    shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fixtures_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `dhr models import /media/usb/*`: each file verified on its own, a bad one does not stop
     # the others (exit 7 at the end)
     files = [
-        str(shutil.copy(direction(shared_dir, f"interfacegan_{a}.pt"), tmp_path / f"{a}.pt"))
+        str(shutil.copy(direction(fixtures_dir, f"interfacegan_{a}.pt"), tmp_path / f"{a}.pt"))
         for a in ("age", "smile")
     ]
     junk = tmp_path / "notes.txt"

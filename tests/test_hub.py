@@ -142,9 +142,9 @@ def test_registry_names_and_facts() -> None:
     assert reg["stylegan2-ffhq-1024"].url.endswith("/v0.1/stylegan2-ffhq-config-f.pt")
 
 
-def test_pinned_directions_match_shared_copies(shared_dir: Path) -> None:
+def test_pinned_directions_match_shared_copies(fixtures_dir: Path) -> None:
     for name, fname in DIRECTION_FILES.items():
-        data = (shared_dir / "directions" / "ffhq" / fname).read_bytes()
+        data = (fixtures_dir / "directions" / "ffhq" / fname).read_bytes()
         entry = hub.get(name)
         assert entry.size == len(data) and entry.sha256 == sha(data), name
 
@@ -195,11 +195,11 @@ def test_fresh_download_with_progress(
     online: None,
     http_server,
     progress_log: list[dict[str, Any]],
-    shared_dir: Path,
+    fixtures_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # a real registry entry with its pinned hash, served from a mirror on 127.0.0.1
-    data = (shared_dir / "directions" / "ffhq" / "interfacegan_age.pt").read_bytes()
+    data = (fixtures_dir / "directions" / "ffhq" / "interfacegan_age.pt").read_bytes()
     http_server.add("interfacegan_age.pt", data)
     monkeypatch.setenv("DHR_MIRROR", http_server.url)
     p = hub.fetch("interfacegan-age")
@@ -352,9 +352,9 @@ def test_unknown_host_is_not_retried(online: None, monkeypatch) -> None:
 
 
 def test_concurrent_processes_share_one_download(
-    online: None, http_server, shared_dir: Path, monkeypatch
+    online: None, http_server, fixtures_dir: Path, monkeypatch
 ) -> None:
-    data = (shared_dir / "directions" / "ffhq" / "interfacegan_pose.pt").read_bytes()
+    data = (fixtures_dir / "directions" / "ffhq" / "interfacegan_pose.pt").read_bytes()
     http_server.add("interfacegan_pose.pt", data)
     http_server.delay = 0.1  # ~1 s per download, so the two overlap
     env = {**os.environ, "DHR_MIRROR": http_server.url}
@@ -418,9 +418,9 @@ def test_offline_makes_no_request(http_server, monkeypatch) -> None:
 
 
 def test_corrupt_cached_file_is_refetched(
-    online: None, http_server, shared_dir: Path, monkeypatch
+    online: None, http_server, fixtures_dir: Path, monkeypatch
 ) -> None:
-    data = (shared_dir / "directions" / "ffhq" / "interfacegan_smile.pt").read_bytes()
+    data = (fixtures_dir / "directions" / "ffhq" / "interfacegan_smile.pt").read_bytes()
     http_server.add("interfacegan_smile.pt", data)
     monkeypatch.setenv("DHR_MIRROR", http_server.url)
     p = hub.fetch("interfacegan-smile")
@@ -450,9 +450,9 @@ def test_first_use_hash_recorded_and_enforced(online: None, http_server, monkeyp
     assert not (hub.cache_dir() / e.filename).exists()
 
 
-def test_import_and_verify(shared_dir: Path, tmp_path: Path) -> None:
+def test_import_and_verify(fixtures_dir: Path, tmp_path: Path) -> None:
     src = tmp_path / "downloaded-elsewhere.pt"  # a name the registry does not know
-    shutil.copy(shared_dir / "directions" / "ffhq" / "ganspace_ffhq_pca.pt", src)
+    shutil.copy(fixtures_dir / "directions" / "ffhq" / "ganspace_ffhq_pca.pt", src)
     [dest] = hub.import_file(src)  # identified by its sha256
     assert dest == hub.cache_dir() / "ganspace_ffhq_pca.pt"
     assert dest.read_bytes() == src.read_bytes()

@@ -1,5 +1,5 @@
 """Edit directions, W+ arithmetic, GANSpace (e4e convention) and the file-level edit session
-(random-weight pack of the synthetic pack's shapes; published FFHQ directions from ../shared)."""
+(random-weight pack of the synthetic pack's shapes; published FFHQ directions from tests/fixtures)."""
 
 from __future__ import annotations
 
@@ -133,10 +133,10 @@ def test_as_rows_accepts_published_shapes_and_rejects_others() -> None:
         as_rows(np.array(["a"] * 8), n_latent=6, style_dim=8, name="x")
 
 
-def test_ganspace_follows_the_e4e_convention(shared_dir: Path) -> None:
+def test_ganspace_follows_the_e4e_convention(fixtures_dir: Path) -> None:
     from dhr_cli.nets.checkpoints import torch_load
 
-    state = torch_load(shared_dir / "directions/ffhq/ganspace_ffhq_pca.pt")
+    state = torch_load(fixtures_dir / "directions/ffhq/ganspace_ffhq_pca.pt")
     pca = GanspacePCA.from_state(state, 512)
     assert pca.comp.shape == (80, 512) and pca.std.shape == (80,)
     g = torch.Generator().manual_seed(0)
@@ -243,11 +243,11 @@ def test_load_direction_files(tmp_path: Path) -> None:
             load_direction_file(tmp_path / name)
 
 
-def test_ffhq_library_uses_the_published_directions(shared_dir: Path) -> None:
+def test_ffhq_library_uses_the_published_directions(fixtures_dir: Path) -> None:
     from dhr_cli import hub
     from dhr_cli.packs import load_pack, read_manifest
 
-    folder = shared_dir / "directions/ffhq"
+    folder = fixtures_dir / "directions/ffhq"
     pack = load_pack("ffhq", offline=True)
     lib = DirectionLibrary(pack)
     listing = lib.listing()

@@ -36,9 +36,9 @@ SMALL_ENCODER = EncoderConfig(
 )
 
 
-def _stand_in(shared_dir):
+def _stand_in(fixtures_dir):
     spec = importlib.util.spec_from_file_location(
-        "make_stand_in", shared_dir / "reference" / "make_stand_in.py"
+        "make_stand_in", fixtures_dir / "reference" / "make_stand_in.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -46,8 +46,8 @@ def _stand_in(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_golden(shared_dir):
-    return load_file(str(shared_dir / "reference" / "stylegan2_tiny_golden.safetensors"))
+def tiny_golden(fixtures_dir):
+    return load_file(str(fixtures_dir / "reference" / "stylegan2_tiny_golden.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +71,9 @@ def _check_tiny(gen, golden):
     assert (out - exp).abs().max() <= 1e-4 * max(1.0, exp.abs().max().item())
 
 
-def test_rosinality_1024_stand_in_through_load_generator(shared_dir, tmp_path):
-    layout = json.loads((shared_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
-    state = _stand_in(shared_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
+def test_rosinality_1024_stand_in_through_load_generator(fixtures_dir, tmp_path):
+    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
+    state = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
     latent_avg = torch.randn(512)
     path = tmp_path / "stylegan2-ffhq-config-f.pt"
     torch.save({"g_ema": state, "latent_avg": latent_avg}, path)
@@ -85,7 +85,7 @@ def test_rosinality_1024_stand_in_through_load_generator(shared_dir, tmp_path):
     assert all(torch.equal(own[k], v) for k, v in state.items())
     # the config-f 1024 stand-in restricted to <= 256 px equals the 256 stand-in, so an early
     # exit at 256 must reproduce the 256 golden image (one cheap forward instead of a 1024 one)
-    golden = load_file(str(shared_dir / "reference" / "stylegan2_256_golden.safetensors"))
+    golden = load_file(str(fixtures_dir / "reference" / "stylegan2_256_golden.safetensors"))
     w = torch.cat([golden["input.wplus"], golden["input.wplus"][:, -4:]], dim=1)
     with torch.no_grad():
         img = gen(w, stop_at=256)
@@ -101,8 +101,8 @@ def test_rosinality_training_checkpoint_without_latent_avg(tmp_path, tiny_state,
     assert torch.allclose(gen.latent_avg, gen.mean_latent(4096, seed=0)[0])
 
 
-def test_rosinality_safetensors_loads(shared_dir, tiny_golden):
-    gen = load_generator(shared_dir / "reference" / "stylegan2_tiny_golden.safetensors")
+def test_rosinality_safetensors_loads(fixtures_dir, tiny_golden):
+    gen = load_generator(fixtures_dir / "reference" / "stylegan2_tiny_golden.safetensors")
     _check_tiny(gen, tiny_golden)
 
 

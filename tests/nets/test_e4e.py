@@ -16,9 +16,9 @@ from dhr_cli.nets.e4e import Encoder, EncoderConfig
 from dhr_cli.nets.stylegan2 import GeneratorConfig
 
 
-def _stand_in(shared_dir):
+def _stand_in(fixtures_dir):
     spec = importlib.util.spec_from_file_location(
-        "make_stand_in", shared_dir / "reference" / "make_stand_in.py"
+        "make_stand_in", fixtures_dir / "reference" / "make_stand_in.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -26,17 +26,17 @@ def _stand_in(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def e4e_state(shared_dir):
+def e4e_state(fixtures_dir):
     """The IR-SE50 Encoder4Editing stand-in weights (~270M values; built once per module)."""
-    layout = json.loads((shared_dir / "reference" / "e4e_layout.json").read_text())
-    return _stand_in(shared_dir).stand_in_state_dict(
+    layout = json.loads((fixtures_dir / "reference" / "e4e_layout.json").read_text())
+    return _stand_in(fixtures_dir).stand_in_state_dict(
         layout["e4e_encoder4editing_irse50_1024"], "fan_in"
     )
 
 
 @pytest.fixture(scope="module")
-def golden(shared_dir):
-    return load_file(str(shared_dir / "reference" / "e4e_golden.safetensors"))
+def golden(fixtures_dir):
+    return load_file(str(fixtures_dir / "reference" / "e4e_golden.safetensors"))
 
 
 def _assert_golden(codes, golden):
@@ -55,10 +55,10 @@ def test_e4e_golden(e4e_state, golden):
 
 
 @pytest.mark.slow
-def test_e4e_checkpoint_from_layout(shared_dir, e4e_state, golden, tmp_path):
+def test_e4e_checkpoint_from_layout(fixtures_dir, e4e_state, golden, tmp_path):
     """A stand-in e4e release file (encoder + config-f 1024 decoder + latent_avg + opts)."""
-    layout = json.loads((shared_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
-    decoder = _stand_in(shared_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
+    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
+    decoder = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
     latent_avg = torch.randn(1, 512).repeat(18, 1)
     state = {f"encoder.{k}": v for k, v in e4e_state.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.items()})

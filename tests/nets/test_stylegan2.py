@@ -26,9 +26,9 @@ def _within(got: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
     return err, 1e-4 * max(1.0, expected.abs().max().item())
 
 
-def _stand_in(shared_dir):
+def _stand_in(fixtures_dir):
     spec = importlib.util.spec_from_file_location(
-        "make_stand_in", shared_dir / "reference" / "make_stand_in.py"
+        "make_stand_in", fixtures_dir / "reference" / "make_stand_in.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -36,9 +36,9 @@ def _stand_in(shared_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny(shared_dir):
+def tiny(fixtures_dir):
     """The tiny golden generator (size 64, channels from the file's metadata) and its data."""
-    path = shared_dir / "reference" / "stylegan2_tiny_golden.safetensors"
+    path = fixtures_dir / "reference" / "stylegan2_tiny_golden.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     data = load_file(str(path))
@@ -71,10 +71,10 @@ def test_tiny_golden_from_z_and_wplus(tiny):
             assert err <= tol, (key, err, tol)
 
 
-def test_256_golden(shared_dir):
-    layout = json.loads((shared_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
-    state = _stand_in(shared_dir).stand_in_state_dict(layout["rosinality_config_f_256"], "unit")
-    data = load_file(str(shared_dir / "reference" / "stylegan2_256_golden.safetensors"))
+def test_256_golden(fixtures_dir):
+    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
+    state = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_256"], "unit")
+    data = load_file(str(fixtures_dir / "reference" / "stylegan2_256_golden.safetensors"))
     g = Generator(GeneratorConfig.config_f(256))
     g.load_state_dict({**state, "latent_avg": torch.zeros(512)})
     g.eval()
