@@ -1,17 +1,25 @@
-"""Writing files safely: folders created with errors that say what is in the way, and files
-replaced in one step, so that a reader, a full disk or a Ctrl-C never leaves half a file."""
+"""Reading and writing files safely: folders created with errors that say what is in the way,
+files replaced in one step (a reader, a full disk or a Ctrl-C never leaves half a file), inputs
+read only when they are regular files (a FIFO or /dev/zero never hangs or floods a command), new
+files created without following a name planted in the way, and the one sha256 of a file."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import OutputError, first_line
+from .errors import InputMissing, OutputError, first_line
+
+CHUNK = 1 << 20  # bytes per read when hashing or copying
+_PROGRESS_FROM = 64 * CHUNK  # files this big get a progress bar while hashed
 
 
 def make_folder(folder: Path) -> None:
@@ -93,3 +101,88 @@ def fsync_folder(folder: Path) -> None:
 
 def _why(e: OSError) -> str:
     return e.strerror or first_line(e)
+
+
+# --- reading inputs ---------------------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def _require_regular(st: os.stat_result, path: Path, what: str) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        # callers already tell "is a folder" in their own words
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if not stat.S_ISREG(st.st_mode):
+        via = " (through a symlink)" if path.is_symlink() else ""
+        raise InputMissing(f"cannot read {what} {path}: it is {_kind(st.st_mode)}{via}, not a file")
+
+
+def open_regular(path: Path | str, what: str = "file") -> BinaryIO:
+    """`path` opened for binary reading, provided it is a regular file.
+
+    A named pipe, a device (``/dev/zero``), a socket is refused with InputMissing (exit 3) before
+    it is opened for reading: reading one could block forever or never end. The check is made on
+    the name (so a device is never opened) and again on the opened descriptor (so a name swapped
+    in between is caught); the open never waits for a FIFO's writer (O_NONBLOCK). A folder raises
+    IsADirectoryError, a missing name FileNotFoundError: callers word those themselves.
+    """
+    path = Path(path)
+    _require_regular(os.stat(path), path, what)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        _require_regular(os.fstat(fd), path, what)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def sha256_file(path: Path | str, *, label: str | None = None) -> str:
+    """sha256 of a regular file (see `open_regular`), with a progress bar labelled `label` for
+    big files. OSErrors propagate for the caller to word."""
+    h = hashlib.sha256()
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if label is None or size < _PROGRESS_FROM:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+            return h.hexdigest()
+        from . import console
+
+        with console.progress(label, total=size, unit="bytes") as task:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                task.advance(len(chunk))
+    return h.hexdigest()
+
+
+# --- creating files without following what is in the way -------------------------------------
+
+
+def create_new(path: Path | str) -> BinaryIO:
+    """A new, empty file at `path` opened for binary writing; FileExistsError when the name is
+    taken, by anything: a symlink planted there is never followed (O_EXCL | O_NOFOLLOW)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)  # mode honours umask
+    return os.fdopen(fd, "wb")
+
+
+def create_temp(folder: Path, stem: str) -> tuple[Path, BinaryIO]:
+    """(path, file) of a fresh temporary file in `folder` with a random name that starts with
+    `.{stem}.`, created as `create_new` does (concurrent writers never share one)."""
+    while True:
+        tmp = folder / f".{stem}.{secrets.token_hex(4)}.tmp"
+        try:
+            return tmp, create_new(tmp)
+        except FileExistsError:
+            continue  # 1 in 4 billion, or someone planted that very name: pick another

