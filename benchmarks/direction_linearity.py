@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import measure as M
-from dhr_cli.synthetic import render as R
 
 
 @torch.no_grad()
@@ -56,11 +56,11 @@ def main() -> None:
         ).mean(0)
         cos = float(torch.nn.functional.cosine_similarity(mean_step[None], d).item())
         print(f"{attribute}: cos(shipped direction, mean W step of the true edit) = {cos:.3f}")
-        start = M.renderer_z(held)[:, R.ATTRIBUTE_INDEX[attribute]]
+        start = M.renderer_z(held)[:, A.ATTRIBUTE_INDEX[attribute]]
         thirds = np.array_split(np.argsort(start), 3)
         w0 = true_edit_w(g, held, attribute, 0.0)
         read0 = read(g, pack.probe, w0)
-        others = [j for j in range(R.Z_DIM) if j != R.ATTRIBUTE_INDEX[attribute]]
+        others = [j for j in range(A.Z_DIM) if j != A.ATTRIBUTE_INDEX[attribute]]
         for s in (-2.0, 2.0):
             ratio = (
                 (true_edit_w(g, held, attribute, s) - w0).norm(dim=1) / (abs(s) * d.norm())
@@ -74,7 +74,7 @@ def main() -> None:
                 j = int(np.abs(shift).argmax())
                 print(
                     f"    {label:<13}  path ratio {ratio[idx].mean():.2f}"
-                    f"  shift {R.ATTRIBUTE_NAMES[others[j]]} {shift[j]:+.2f}"
+                    f"  shift {A.ATTRIBUTE_NAMES[others[j]]} {shift[j]:+.2f}"
                 )
 
 

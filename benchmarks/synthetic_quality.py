@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from dhr_cli.synthetic import measure as M
+from dhr_cli.synthetic.train import parser_chunk, parser_metrics, quality_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR_DIRECTIONS = ("smile", "age")  # the directions issue 4 sets bars for
@@ -52,9 +53,7 @@ def grid(images: torch.Tensor, cols: int = 8) -> np.ndarray:
 
 
 def parser_check(pack: M.SyntheticPack, n: int = 300, seed: int = 9004) -> dict:
-    from dhr_cli.synthetic.train import _parser_chunk, parser_metrics
-
-    images, classes = _parser_chunk(seed, 0, n)
+    images, classes = parser_chunk(seed, 0, n)
     return parser_metrics(pack.parser, images, classes)
 
 
@@ -69,7 +68,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dhr_cli.nets.perceptual import perceptual_from_hub
-    from dhr_cli.synthetic.train import quality_metrics
 
     t0 = time.perf_counter()
     pack = M.load_pack(args.pack)

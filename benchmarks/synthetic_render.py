@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import benchset as B
 from dhr_cli.synthetic import occluders as O
 from dhr_cli.synthetic import render as R
@@ -34,7 +35,7 @@ def grid(images: list[np.ndarray], cols: int = 8) -> np.ndarray:
 
 def speed(n: int, size: int) -> tuple[float, float]:
     """Faces per second of wall time and of this process's CPU time (the CPU is shared)."""
-    z = R.sample_z(np.random.default_rng(0), n)
+    z = A.sample_z(np.random.default_rng(0), n)
     R.render(z[0], size=size)  # warm caches
     t, c = time.perf_counter(), time.process_time()
     for zi in z:
@@ -67,13 +68,13 @@ def main() -> None:
         return
     args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2024)
-    faces = [R.render(z).image for z in R.sample_z(rng, 64)]
+    faces = [R.render(z).image for z in A.sample_z(rng, 64)]
     Image.fromarray(grid(faces)).save(args.out / "synthetic_renders.png")
 
     rng = np.random.default_rng(7)
     images, masks = [], []
     for i in range(64):
-        face = R.render(R.sample_z(rng))
+        face = R.render(A.sample_z(rng))
         if i < 40:
             layer = O.random_occluders(face.geometry, rng, skin_tone=face.params["skin_tone"])
             comp = O.composite(face, layer)
@@ -87,10 +88,10 @@ def main() -> None:
     rng = np.random.default_rng(11)
     sweep = []
     for attr in ("smile", "age"):
-        for z in R.sample_z(rng, 4):
+        for z in A.sample_z(rng, 4):
             for v in np.linspace(-2.5, 2.5, 8):
                 zz = z.copy()
-                zz[R.ATTRIBUTE_INDEX[attr]] = v
+                zz[A.ATTRIBUTE_INDEX[attr]] = v
                 sweep.append(R.render(zz).image)
     Image.fromarray(grid(sweep)).save(args.out / "synthetic_sweeps.png")
     print(f"sheets written to {args.out}")

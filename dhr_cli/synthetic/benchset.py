@@ -35,8 +35,9 @@ from PIL import Image
 
 from ..errors import BadData, InputMissing, OutputError
 from . import classes as C
+from .attributes import ATTRIBUTE_INDEX, ATTRIBUTES, Z_DIM, params_dict, sample_z
 from .occluders import Scene, composite, random_occluders, texture_background
-from .render import ATTRIBUTE_INDEX, ATTRIBUTES, Z_DIM, params_dict, render, sample_z
+from .render import render
 
 FORMAT = "dhr-synthetic-bench"
 VERSION = 1

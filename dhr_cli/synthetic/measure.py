@@ -41,9 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from scipy.stats import spearmanr
 from torch import nn
 
-from . import render as R
+from ..nets.e4e import Encoder, EncoderConfig
+from ..nets.parsing import SmallParser
+from ..nets.stylegan2 import Generator, GeneratorConfig
+from . import attributes as A
+from .render import render_batch
 
 PACK_DIR = Path(__file__).parent / "pack"
 STYLE_DIM = 64
@@ -70,7 +76,7 @@ def pixel_norm(z: np.ndarray) -> np.ndarray:
 
 def renderer_z(z: np.ndarray) -> np.ndarray:
     """Domain latents (..., D) -> the renderer latents (..., 27) of the faces they stand for."""
-    return pixel_norm(z)[..., : R.Z_DIM]
+    return pixel_norm(z)[..., : A.Z_DIM]
 
 
 def domain_z(
@@ -82,7 +88,7 @@ def domain_z(
     this needs ``|z27|^2 < D`` (true for any plausible face: E|z27|^2 = 27).
     """
     z27 = np.asarray(z27, dtype=np.float64)
-    extra = style_dim - R.Z_DIM
+    extra = style_dim - A.Z_DIM
     rest = np.zeros((*z27.shape[:-1], extra)) if nuisance is None else np.asarray(nuisance)
     need = style_dim - (z27**2).sum(-1, keepdims=True)
     if (need <= 0).any():
@@ -96,10 +102,19 @@ def domain_z(
     return np.concatenate([z27, rest], axis=-1)
 
 
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 images (N, H, W, 3) or (H, W, 3) -> float tensor [N, 3, H, W] in [-1, 1]."""
+    a = np.asarray(images)
+    if a.ndim == 3:
+        a = a[None]
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
 def render_images(z27: np.ndarray, size: int = 64) -> torch.Tensor:
     """Render renderer latents (N, 27) as a float tensor [N, 3, S, S] in [-1, 1]."""
-    images, _ = R.render_batch(np.asarray(z27).reshape(-1, R.Z_DIM), size=size)
-    return R.to_tensor(images)
+    images, _ = render_batch(np.asarray(z27).reshape(-1, A.Z_DIM), size=size)
+    return to_tensor(images)
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +133,7 @@ class AttributeProbe(nn.Module):
     ``forward(img [B,3,H,W]) -> [B, 27]``; other sizes are resized to ``input_size``.
     """
 
-    def __init__(self, width: int = 32, num_outputs: int = R.Z_DIM, input_size: int = 64):
+    def __init__(self, width: int = 32, num_outputs: int = A.Z_DIM, input_size: int = 64):
         super().__init__()
         w = width
         self.input_size = input_size
@@ -171,8 +186,6 @@ class SyntheticPack:
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors (as float32 where stored as float16) and the metadata of a safetensors file."""
-    from safetensors import safe_open
-
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
@@ -189,8 +202,6 @@ def _frozen(m: nn.Module, device: torch.device | str) -> nn.Module:
 
 def load_generator(path: Path, device: torch.device | str = "cpu") -> nn.Module:
     """The pack's generator from its safetensors file (config in the metadata)."""
-    from ..nets.stylegan2 import Generator, GeneratorConfig
-
     state, meta = read_safetensors(Path(path))
     g = Generator(GeneratorConfig.from_json(meta["config"]))
     g.load_state_dict(state, strict=True)
@@ -199,18 +210,14 @@ def load_generator(path: Path, device: torch.device | str = "cpu") -> nn.Module:
 
 def load_encoder(path: Path, device: torch.device | str = "cpu") -> nn.Module:
     """The pack's e4e-style encoder from its safetensors file (config in the metadata)."""
-    from .train import build_encoder
-
     state, meta = read_safetensors(Path(path))
-    e = build_encoder(json.loads(meta["config"]))
+    e = Encoder(EncoderConfig.from_dict(json.loads(meta["config"])))
     e.load_state_dict(state, strict=True)
     return _frozen(e, device)
 
 
 def load_parser(path: Path, device: torch.device | str = "cpu") -> nn.Module:
     """The pack's small parser (15 synthetic classes) from its safetensors file."""
-    from ..nets.parsing import SmallParser
-
     state, meta = read_safetensors(Path(path))
     cfg = json.loads(meta["config"])
     p = SmallParser(**cfg)
@@ -318,8 +325,6 @@ def encoder_fidelity(
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman rank correlation of two 1-D arrays (ties get average ranks)."""
-    from scipy.stats import spearmanr
-
     if np.ptp(y) == 0:
         return 0.0
     return float(spearmanr(x, y).statistic)
@@ -395,7 +400,7 @@ def renderer_sweep(
     perfect edit, i.e. the floor of the measurement itself."""
     z27 = renderer_z(eval_latents(n_faces, seed, style_dim))
     return _read_sweep(
-        probe, attribute, strengths, lambda s: render_images(R.edit_z(z27, attribute, s))
+        probe, attribute, strengths, lambda s: render_images(A.edit_z(z27, attribute, s))
     )
 
 
@@ -425,8 +430,8 @@ def true_edit_z(z: np.ndarray, attribute: str, s: float) -> np.ndarray:
     """Domain latents (N, D) of the true edit of faces ``z``: the renderer coordinate of
     ``attribute`` moved by ``s`` std-units, the nuisance coordinates kept."""
     u = pixel_norm(z)
-    z27, nuisance = u[:, : R.Z_DIM], u[:, R.Z_DIM :]
-    return domain_z(R.edit_z(z27, attribute, s), z.shape[-1], nuisance)
+    z27, nuisance = u[:, : A.Z_DIM], u[:, A.Z_DIM :]
+    return domain_z(A.edit_z(z27, attribute, s), z.shape[-1], nuisance)
 
 
 @torch.no_grad()
@@ -452,14 +457,14 @@ def probe_readability(
             source: float(np.corrcoef(read[:, k], u[:, k])[0, 1])
             for source, read in readings.items()
         }
-        for k, name in enumerate(R.ATTRIBUTE_NAMES)
+        for k, name in enumerate(A.ATTRIBUTE_NAMES)
     }
 
 
 def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str) -> dict[str, Any]:
     """Spearman, slope and off-target movement of probe readings [len(strengths), faces, 27]
     (see :func:`direction_sweep`)."""
-    k = R.ATTRIBUTE_INDEX[attribute]
+    k = A.ATTRIBUTE_INDEX[attribute]
     if 0.0 not in strengths:
         raise ValueError("the sweep must contain strength 0")
     n_faces = readings.shape[1]
@@ -468,7 +473,7 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
     sc = strengths - strengths.mean()
     slopes = (sc[:, None] * (target - target.mean(0))).sum(0) / (sc**2).sum()
     base = readings[list(strengths).index(0.0)]
-    others = [j for j in range(R.Z_DIM) if j != k]
+    others = [j for j in range(A.Z_DIM) if j != k]
     moved = (readings - base)[:, :, others]  # [strengths, faces, 26]
 
     def at(magnitude: float) -> list[int]:
@@ -486,7 +491,7 @@ def sweep_statistics(readings: np.ndarray, strengths: np.ndarray, attribute: str
     end, worst_shift = np.unravel_index(int(shifts.argmax()), shifts.shape)
     off_max = off(smax)
     off_1 = off(1.0) if at(1.0) else off_max
-    names = [R.ATTRIBUTE_NAMES[j] for j in others]
+    names = [A.ATTRIBUTE_NAMES[j] for j in others]
     return {
         "attribute": attribute,
         "spearman": float(rho.mean()),

@@ -29,25 +29,22 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 import numpy as np
+import skimage.data
 from PIL import Image, ImageFont
 
 from . import classes as C
-from .render import (
-    Z_DIM,
+from .attributes import Z_DIM, edit_z
+from .raster import (
     Canvas,
-    FaceGeometry,
-    Render,
     capsule_pts,
     downsample_layer,
-    edit_z,
     ellipse_pts,
     hsv_color,
     majority_classes,
-    render,
-    skin_color,
     superellipse_arc,
     to_uint8,
 )
+from .render import FaceGeometry, Render, render, skin_color
 
 #: Occluder kinds, in drawing order (later ones lie on top).
 OCCLUDER_KINDS: tuple[str, ...] = (
@@ -514,8 +511,6 @@ def _count_probs(max_kinds: int) -> np.ndarray:
 @cache
 def _texture_source(name: str) -> np.ndarray:
     """A bundled scikit-image picture as uint8 (H, W) or (H, W, 3)."""
-    import skimage.data
-
     if name not in TEXTURES:
         raise ValueError(f"unknown texture {name!r}; choose from {TEXTURES}")
     img = np.asarray(getattr(skimage.data, name)())

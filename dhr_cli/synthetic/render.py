@@ -1,171 +1,30 @@
 """Parametric frontal-face renderer: the synthetic domain's ground-truth "world".
 
-A face is a vector ``z`` of :data:`Z_DIM` independent standard-normal coordinates, one per named
-attribute (:data:`ATTRIBUTES`). Attribute ``k`` has a documented range ``[lo, hi]`` and
-
-    param_k = lo + (hi - lo) * Phi(z_k)        z_k = Phi^-1((param_k - lo) / (hi - lo))
-
-with ``Phi`` the standard normal CDF, so ``z ~ N(0, I)`` gives attributes uniform over their
-ranges, and "smile + d std-units" means ``z[smile] += d``.
-
-| attribute   | range      | meaning                                                       |
-|-------------|------------|---------------------------------------------------------------|
-| face_width  | 0.85..1.15 | horizontal scale of the face oval                             |
-| jaw         | 0..1       | lower-face shape: 0 narrow pointed chin, 1 broad square jaw   |
-| skin_tone   | 0..1       | light -> dark skin                                            |
-| hair_length | 0..1       | 0 cropped above the ears, 1 long to the shoulders             |
-| hair_volume | 0..1       | how far the hair stands off the head                          |
-| hair_fringe | 0..1       | hairline height: 0 high forehead, 1 bangs down to the brows   |
-| hair_part   | -1..1      | side of the parting (notch in the hairline)                   |
-| hair_dark   | 0..1       | hair colour lightness: 0 blond, 1 black                       |
-| hair_red    | 0..1       | red/auburn tint of the hair                                   |
-| eye_open    | 0..1       | eyelid opening: 0 almost closed, 1 wide open                  |
-| iris_hue    | 0..1       | iris colour: blue -> green -> brown                           |
-| brow_height | 0..1       | brow distance above the eyes                                  |
-| nose_length | 0..1       | nose tip height (short -> long)                               |
-| nose_width  | 0..1       | width of the nose base                                        |
-| mouth_width | 0..1       | mouth width                                                   |
-| smile       | 0..1       | 0 neutral/slight frown, 0.5 closed smile, >0.4 the mouth opens |
-|             |            | showing teeth, 1 wide open grin                               |
-| age         | 0..1       | 0 young; grows grey hair, wrinkles and under-eye bags          |
-| offset_x    | -0.05..0.05| head offset, fraction of the image width                      |
-| offset_y    | -0.04..0.04| head offset, fraction of the image height                     |
-| roll        | -12..12    | head roll in degrees (pivot at the neck base)                 |
-| bg_hue_a    | 0..1       | background colour A hue                                       |
-| bg_light_a  | 0.3..0.95  | background colour A value                                     |
-| bg_hue_b    | 0..1       | background colour B hue                                       |
-| bg_light_b  | 0.3..0.95  | background colour B value                                     |
-| bg_angle    | 0..360     | direction of the linear A -> B background gradient (degrees)  |
-| cloth_hue   | 0..1       | shirt hue                                                     |
-| cloth_light | 0.2..0.85  | shirt value                                                   |
-
-Attributes are independent by construction: smile only moves mouth pixels, age only changes the
-hair colour and the wrinkle/eye-bag lines (never the silhouette), background attributes only move
-background pixels, etc. (see tests/synthetic/test_render.py).
+A face is the latent ``z`` of :mod:`dhr_cli.synthetic.attributes` (one standard-normal
+coordinate per named attribute, mapped to the attribute's documented range); :func:`render` draws
+it. Attributes are independent by construction: smile only moves mouth pixels, age only changes
+the hair colour and the wrinkle/eye-bag lines (never the silhouette), background attributes only
+move background pixels, etc. (see tests/synthetic/test_render.py).
 
 Rendering draws flat-coloured polygons into a palette-indexed image at ``supersample`` times the
-output size, then box-filters it down: every output pixel is ``fg + (1 - alpha) * background``
-where ``fg`` is the premultiplied face layer (everything but the background), ``alpha`` its exact
-coverage, and ``background`` the gradient. The same decomposition lets the occluder module put a
-textured background *under* a re-rendered face (see :mod:`dhr_cli.synthetic.occluders`).
+output size, then box-filters it down (:mod:`dhr_cli.synthetic.raster`): every output pixel is
+``fg + (1 - alpha) * background`` where ``fg`` is the premultiplied face layer (everything but the
+background), ``alpha`` its exact coverage, and ``background`` the gradient. The same
+decomposition lets the occluder module put a textured background *under* a re-rendered face (see
+:mod:`dhr_cli.synthetic.occluders`).
 """
 
 from __future__ import annotations
 
-import colorsys
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy.special import ndtr, ndtri
 
 from . import classes as C
-
-if TYPE_CHECKING:
-    import torch
-
-
-@dataclass(frozen=True)
-class Attribute:
-    """A named, independently controllable face attribute and its range."""
-
-    name: str
-    lo: float
-    hi: float
-    doc: str
-
-
-ATTRIBUTES: tuple[Attribute, ...] = (
-    Attribute("face_width", 0.85, 1.15, "horizontal scale of the face oval"),
-    Attribute("jaw", 0.0, 1.0, "0 narrow pointed chin, 1 broad square jaw"),
-    Attribute("skin_tone", 0.0, 1.0, "light -> dark skin"),
-    Attribute("hair_length", 0.0, 1.0, "0 cropped above the ears, 1 long to the shoulders"),
-    Attribute("hair_volume", 0.0, 1.0, "how far the hair stands off the head"),
-    Attribute("hair_fringe", 0.0, 1.0, "hairline: 0 high forehead, 1 bangs down to the brows"),
-    Attribute("hair_part", -1.0, 1.0, "side of the parting"),
-    Attribute("hair_dark", 0.0, 1.0, "0 blond, 1 black"),
-    Attribute("hair_red", 0.0, 1.0, "red/auburn tint"),
-    Attribute("eye_open", 0.0, 1.0, "0 almost closed, 1 wide open"),
-    Attribute("iris_hue", 0.0, 1.0, "blue -> green -> brown"),
-    Attribute("brow_height", 0.0, 1.0, "brow distance above the eyes"),
-    Attribute("nose_length", 0.0, 1.0, "short -> long nose"),
-    Attribute("nose_width", 0.0, 1.0, "narrow -> wide nose base"),
-    Attribute("mouth_width", 0.0, 1.0, "narrow -> wide mouth"),
-    Attribute("smile", 0.0, 1.0, "0 neutral, 0.5 closed smile, 1 open grin with teeth"),
-    Attribute("age", 0.0, 1.0, "0 young, 1 old: grey hair, wrinkles, eye bags"),
-    Attribute("offset_x", -0.05, 0.05, "head offset, fraction of the width"),
-    Attribute("offset_y", -0.04, 0.04, "head offset, fraction of the height"),
-    Attribute("roll", -12.0, 12.0, "head roll in degrees"),
-    Attribute("bg_hue_a", 0.0, 1.0, "background colour A hue"),
-    Attribute("bg_light_a", 0.3, 0.95, "background colour A value"),
-    Attribute("bg_hue_b", 0.0, 1.0, "background colour B hue"),
-    Attribute("bg_light_b", 0.3, 0.95, "background colour B value"),
-    Attribute("bg_angle", 0.0, 360.0, "gradient direction in degrees"),
-    Attribute("cloth_hue", 0.0, 1.0, "shirt hue"),
-    Attribute("cloth_light", 0.2, 0.85, "shirt value"),
-)
-
-ATTRIBUTE_NAMES: tuple[str, ...] = tuple(a.name for a in ATTRIBUTES)
-ATTRIBUTE_INDEX: dict[str, int] = {a.name: i for i, a in enumerate(ATTRIBUTES)}
-Z_DIM = len(ATTRIBUTES)
-
-_LO = np.array([a.lo for a in ATTRIBUTES])
-_HI = np.array([a.hi for a in ATTRIBUTES])
-
-#: Keeps Phi^-1 finite for parameters exactly at the ends of their range.
-_EPS = 1e-6
-
-
-def z_to_params(z: np.ndarray) -> np.ndarray:
-    """Map latent ``z`` (..., Z_DIM) to attribute values (..., Z_DIM) within their ranges."""
-    z = np.asarray(z, dtype=np.float64)
-    return _LO + (_HI - _LO) * ndtr(z)
-
-
-def params_to_z(params: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`z_to_params` (values are clipped into the open range first)."""
-    p = np.asarray(params, dtype=np.float64)
-    u = np.clip((p - _LO) / (_HI - _LO), _EPS, 1.0 - _EPS)
-    return ndtri(u)
-
-
-def params_dict(z: np.ndarray) -> dict[str, float]:
-    """Attribute name -> value for one latent ``z`` (Z_DIM,)."""
-    return dict(zip(ATTRIBUTE_NAMES, z_to_params(z).tolist(), strict=True))
-
-
-def z_from_dict(values: Mapping[str, float], base: np.ndarray | None = None) -> np.ndarray:
-    """Latent for the given attribute values; unspecified attributes come from ``base`` (or 0)."""
-    unknown = set(values) - set(ATTRIBUTE_NAMES)
-    if unknown:
-        raise KeyError(f"unknown attribute(s): {sorted(unknown)}")
-    z = np.zeros(Z_DIM) if base is None else np.array(base, dtype=np.float64)
-    p = z_to_params(z)
-    for k, v in values.items():
-        p[ATTRIBUTE_INDEX[k]] = v
-    out = params_to_z(p)
-    # Keep untouched coordinates bit-exact (the inverse CDF round trip is not).
-    for k in ATTRIBUTE_NAMES:
-        if k not in values:
-            out[ATTRIBUTE_INDEX[k]] = z[ATTRIBUTE_INDEX[k]]
-    return out
-
-
-def sample_z(rng: np.random.Generator, n: int | None = None) -> np.ndarray:
-    """Draw latents from N(0, I): shape (Z_DIM,) or (n, Z_DIM)."""
-    return rng.standard_normal(Z_DIM if n is None else (n, Z_DIM))
-
-
-def edit_z(z: np.ndarray, attribute: str, delta: float) -> np.ndarray:
-    """``z`` moved by ``delta`` standard units along one attribute (the true edit)."""
-    out = np.array(z, dtype=np.float64, copy=True)
-    out[..., ATTRIBUTE_INDEX[attribute]] += delta
-    return out
-
+from .attributes import Z_DIM, params_dict
+from .raster import Canvas, downsample_layer, ellipse_pts, hsv_color, superellipse_arc, to_uint8
 
 # --------------------------------------------------------------------------------------------
 # Geometry: canonical (un-rolled) layout in normalised image coordinates, x right, y down.
@@ -237,42 +96,8 @@ class FaceGeometry:
 
 
 # --------------------------------------------------------------------------------------------
-# Shapes (canonical coordinates) and a palette-indexed canvas
+# Colours
 # --------------------------------------------------------------------------------------------
-
-
-def ellipse_pts(cx: float, cy: float, rx: float, ry: float, n: int = 40) -> np.ndarray:
-    t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-    return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
-
-
-def superellipse_arc(
-    cx: float, cy: float, rx: float, ry: float, expo: float, t0: float, t1: float, n: int
-) -> np.ndarray:
-    """Arc of |x/rx|^e + |y/ry|^e = 1 between angles t0..t1 (radians, y down)."""
-    t = np.linspace(t0, t1, n)
-    c, s = np.cos(t), np.sin(t)
-    k = 2.0 / expo
-    return np.stack(
-        [cx + rx * np.sign(c) * np.abs(c) ** k, cy + ry * np.sign(s) * np.abs(s) ** k], axis=1
-    )
-
-
-def capsule_pts(p0: np.ndarray, p1: np.ndarray, r: float, n: int = 10) -> np.ndarray:
-    """Polygon of a stadium (segment p0-p1 thickened by radius r, round ends)."""
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    d = p1 - p0
-    ang = math.atan2(d[1], d[0])
-    a1 = np.linspace(ang - np.pi / 2, ang + np.pi / 2, n)
-    a0 = np.linspace(ang + np.pi / 2, ang + 3 * np.pi / 2, n)
-    e1 = p1 + r * np.stack([np.cos(a1), np.sin(a1)], axis=1)
-    e0 = p0 + r * np.stack([np.cos(a0), np.sin(a0)], axis=1)
-    return np.concatenate([e1, e0])
-
-
-def hsv_color(h: float, s: float, v: float) -> tuple[float, float, float]:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
-    return (255.0 * r, 255.0 * g, 255.0 * b)
 
 
 def _mix(a: Sequence[float], b: Sequence[float], t: float) -> tuple[float, float, float]:
@@ -289,156 +114,6 @@ def _ramp(stops: Sequence[Sequence[float]], t: float) -> tuple[float, float, flo
     i = min(int(t), len(stops) - 2)
     return _mix(stops[i], stops[i + 1], t - i)
 
-
-class Canvas:
-    """Palette-indexed drawing surface at supersampled resolution.
-
-    Every primitive gets a palette entry (colour, class id); entry 0 is "nothing drawn".
-    Points are given in the coordinates of the current *space* (a function mapping points to
-    supersampled pixels plus its pixels-per-unit scale for stroke widths). Primitives are
-    recorded and drawn in order by :meth:`finish`, which maps all points of a space in one
-    vectorised call (per-primitive numpy calls dominated the cost otherwise).
-    """
-
-    def __init__(self, size: int, supersample: int) -> None:
-        self.size = size
-        self.ss = supersample
-        self.side = size * supersample
-        self.colors: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)]
-        self.classes: list[int] = [C.BACKGROUND]
-        self._lookup: dict[tuple, int] = {}
-        self._spaces: dict[str, tuple[Callable[[np.ndarray], np.ndarray], float]] = {
-            "pixels": (lambda q: q, 1.0)
-        }
-        self._space = "pixels"
-        self._ops: list[tuple] = []
-
-    def add_space(self, name: str, transform: Callable[[np.ndarray], np.ndarray], unit: float):
-        """Register coordinates ``name``: ``transform`` maps (N, 2) points to pixels."""
-        self._spaces[name] = (transform, unit)
-
-    def use(self, name: str) -> None:
-        self._space = name
-
-    def entry(self, color: Sequence[float], cls: int) -> int:
-        key = (tuple(color), cls)
-        idx = self._lookup.get(key)
-        if idx is None:
-            idx = len(self.colors)
-            if idx > 255:
-                raise RuntimeError("palette overflow")
-            self.colors.append(key[0])  # type: ignore[arg-type]
-            self.classes.append(int(cls))
-            self._lookup[key] = idx
-        return idx
-
-    def polygon(self, pts: np.ndarray, color: Sequence[float], cls: int) -> None:
-        self._ops.append(("p", self._space, pts, self.entry(color, cls), 0.0))
-
-    def line(self, pts: np.ndarray, color: Sequence[float], cls: int, width: float) -> None:
-        """Polyline with round joints and caps; ``width`` in units of the current space."""
-        self._ops.append(("l", self._space, pts, self.entry(color, cls), width))
-
-    def text(self, xy: Sequence[float], s: str, color: Sequence[float], cls: int, font) -> None:
-        """Text (no anti-aliasing in an indexed image) with its top-left at ``xy``."""
-        self._ops.append(
-            ("t", self._space, np.asarray(xy, float)[None], self.entry(color, cls), (s, font))
-        )
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw everything: (indices (side, side) uint8, colours (K, 3) f32, classes (K,) u8)."""
-        by_space: dict[str, list[np.ndarray]] = {}
-        for op in self._ops:
-            by_space.setdefault(op[1], []).append(
-                np.asarray(op[2], dtype=np.float64).reshape(-1, 2)
-            )
-        mapped: dict[str, list[np.ndarray]] = {}
-        for name, arrays in by_space.items():
-            sizes = np.cumsum([len(a) for a in arrays])[:-1]
-            mapped[name] = np.split(self._spaces[name][0](np.concatenate(arrays)), sizes)
-        cursor = dict.fromkeys(mapped, 0)
-        image = Image.new("L", (self.side, self.side), 0)
-        draw = ImageDraw.Draw(image)
-        draw.fontmode = "1"  # anti-aliased text would blend palette indices
-        for kind, space, _, idx, extra in self._ops:
-            xy = mapped[space][cursor[space]]
-            cursor[space] += 1
-            if kind == "p":
-                draw.polygon(xy.ravel().tolist(), fill=idx)
-            elif kind == "l":
-                w = max(1, round(extra * self._spaces[space][1]))
-                draw.line(xy.ravel().tolist(), fill=idx, width=w, joint="curve")
-                r = w / 2.0
-                for x, y in (xy[0], xy[-1]):
-                    draw.ellipse((x - r, y - r, x + r, y + r), fill=idx)
-            else:
-                draw.text((float(xy[0, 0]), float(xy[0, 1])), extra[0], fill=idx, font=extra[1])
-        colors = np.array(self.colors, dtype=np.float32)
-        return np.asarray(image, dtype=np.uint8), colors, np.array(self.classes, dtype=np.uint8)
-
-
-@lru_cache(maxsize=8)
-def _block_ids(size: int, ss: int) -> np.ndarray:
-    """For every supersampled pixel, the index of the output pixel it falls in."""
-    r = np.arange(size * ss) // ss
-    return (r[:, None] * size + r[None, :]).astype(np.int64)
-
-
-def box_counts(index: np.ndarray, n_values: int, size: int, ss: int) -> np.ndarray:
-    """Per output pixel histogram (size*size, n_values) of supersampled values in [0, n_values)."""
-    key = _block_ids(size, ss) * n_values + index
-    return np.bincount(key.ravel(), minlength=size * size * n_values).reshape(size * size, n_values)
-
-
-def downsample_layer(
-    index: np.ndarray,
-    colors: np.ndarray,
-    size: int,
-    ss: int,
-    palette_classes: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Box-filter a palette-indexed layer.
-
-    Returns premultiplied RGB (S, S, 3) float32, coverage alpha (S, S) float32 (index 0 is
-    transparent; coverage is exact: the fraction of supersamples drawn) and, when
-    ``palette_classes`` is given, per-pixel class counts (S*S, NUM_CLASSES) over the supersamples
-    (float32, exact; else an empty array).
-    """
-    counts = box_counts(index, len(colors), size, ss).astype(np.float32)
-    n = float(ss * ss)
-    premult = (counts[:, 1:] @ colors[1:]) / n
-    alpha = 1.0 - counts[:, 0] / n
-    if palette_classes is None:
-        class_counts = np.zeros((0, C.NUM_CLASSES), np.float32)
-    else:
-        # Column sums per class (a one-hot matmul is slow for these skinny shapes).
-        class_counts = np.zeros((size * size, C.NUM_CLASSES), np.float32)
-        for c in np.unique(palette_classes):
-            class_counts[:, c] = counts[:, palette_classes == c].sum(axis=1)
-    return premult.reshape(size, size, 3), alpha.reshape(size, size), class_counts
-
-
-def majority_classes(class_index: np.ndarray, size: int, ss: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class map at output size by majority over each block, and per-class counts (S*S, C)."""
-    counts = box_counts(class_index, C.NUM_CLASSES, size, ss)
-    return counts.argmax(axis=1).astype(np.uint8).reshape(size, size), counts
-
-
-def gradient_background(p: Mapping[str, float], size: int) -> np.ndarray:
-    """The smooth two-colour background (size, size, 3) float32 in [0, 255]."""
-    ca = np.array(hsv_color(p["bg_hue_a"], 0.45, p["bg_light_a"]), dtype=np.float32)
-    cb = np.array(hsv_color(p["bg_hue_b"], 0.45, p["bg_light_b"]), dtype=np.float32)
-    a = math.radians(p["bg_angle"])
-    c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    # Projection of the pixel centre on the gradient direction, mapped to [0, 1] over the image.
-    t = (c[None, :] * math.cos(a) + c[:, None] * math.sin(a)) / math.sqrt(0.5) * 0.5 + 0.5
-    t = np.clip(t, 0.0, 1.0)[..., None]
-    return (ca * (1.0 - t) + cb * t).astype(np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# Colours
-# --------------------------------------------------------------------------------------------
 
 _SKIN = ((255, 226, 204), (238, 196, 164), (221, 170, 128), (190, 130, 90), (150, 98, 66))
 _SKIN += ((100, 64, 44),)
@@ -459,7 +134,7 @@ def skin_color(tone: float) -> tuple[float, float, float]:
 
 
 def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
-    skin = _ramp(_SKIN, p["skin_tone"])
+    skin = skin_color(p["skin_tone"])
     base = _ramp(_HAIR, p["hair_dark"])
     red = 0.65 * p["hair_red"] * (1.0 - 0.6 * p["hair_dark"])
     hair = _mix(base, _RED_TINT, red)
@@ -471,6 +146,7 @@ def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
     hair_now = _mix(greyed, _RED_TINT, red * (1.0 - 0.4 * grey))
     wr = min(max((p["age"] - 0.2) / 0.8, 0.0), 1.0)
     brow = _mix(_scale(hair, 0.55), (30, 22, 18), 0.55)
+    cloth = hsv_color(p["cloth_hue"], 0.55, p["cloth_light"])
     return {
         "skin": skin,
         "skin_dark": _scale(skin, 0.86),
@@ -483,9 +159,21 @@ def _colors(p: Mapping[str, float]) -> dict[str, tuple[float, float, float]]:
         "brow": brow,
         "iris": _ramp(_IRIS, p["iris_hue"]),
         "lips": _mix(_LIPS, skin, 0.15),
-        "cloth": hsv_color(p["cloth_hue"], 0.55, p["cloth_light"]),
-        "cloth_dark": _scale(hsv_color(p["cloth_hue"], 0.55, p["cloth_light"]), 0.75),
+        "cloth": cloth,
+        "cloth_dark": _scale(cloth, 0.75),
     }
+
+
+def gradient_background(p: Mapping[str, float], size: int) -> np.ndarray:
+    """The smooth two-colour background (size, size, 3) float32 in [0, 255]."""
+    ca = np.array(hsv_color(p["bg_hue_a"], 0.45, p["bg_light_a"]), dtype=np.float32)
+    cb = np.array(hsv_color(p["bg_hue_b"], 0.45, p["bg_light_b"]), dtype=np.float32)
+    a = math.radians(p["bg_angle"])
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    # Projection of the pixel centre on the gradient direction, mapped to [0, 1] over the image.
+    t = (c[None, :] * math.cos(a) + c[:, None] * math.sin(a)) / math.sqrt(0.5) * 0.5 + 0.5
+    t = np.clip(t, 0.0, 1.0)[..., None]
+    return (ca * (1.0 - t) + cb * t).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,12 +221,19 @@ def _face_outline(p: Mapping[str, float], g: FaceGeometry) -> np.ndarray:
     return np.concatenate([upper[:-1], lower[:-1]])
 
 
+def _hair_cap(g: FaceGeometry) -> np.ndarray:
+    """The top of the hair, left to right over the head (the back and front hair share it)."""
+    cx, cy = g.face_center
+    cap_cy = cy - 0.05
+    return superellipse_arc(
+        cx, cap_cy, g.head_half_width, cap_cy - g.head_top[1], 2.2, np.pi, 2 * np.pi, 30
+    )
+
+
 def _draw_back_hair(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> None:
     cx, cy = g.face_center
     hw = g.head_half_width
-    top = g.head_top[1]
-    cap_cy = cy - 0.05
-    cap = superellipse_arc(cx, cap_cy, hw, cap_cy - top, 2.2, np.pi, 2 * np.pi, 30)
+    cap = _hair_cap(g)
     # Sides fall from the cap to a length between the temples and the shoulders.
     y_end = (cy - 0.02) + (0.99 - (cy - 0.02)) * p["hair_length"]
     flare = 0.02 * p["hair_volume"] * p["hair_length"]
@@ -549,15 +244,13 @@ def _draw_back_hair(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) ->
 
 
 def _draw_front_hair(cv: Canvas, p: Mapping[str, float], g: FaceGeometry, col) -> None:
-    cx, cy = g.face_center
+    cx = g.face_center[0]
     a = g.face_half_width
     hw = g.head_half_width
     temple_y = g.eye_left[1] - 0.035
     hl = g.hairline_y
     # Outer edge: up the left side of the head, over the top, down the right side.
-    cap_cy = cy - 0.05
-    outer = superellipse_arc(cx, cap_cy, hw, cap_cy - g.head_top[1], 2.2, np.pi, 2 * np.pi, 30)
-    outer = np.concatenate([[[cx - hw, temple_y]], outer, [[cx + hw, temple_y]]])
+    outer = np.concatenate([[[cx - hw, temple_y]], _hair_cap(g), [[cx + hw, temple_y]]])
     # Hairline from right temple to left temple, with a notch at the parting.
     u = np.linspace(1.0, -1.0, 31)
     part = p["hair_part"] * 0.55
@@ -747,11 +440,6 @@ class Render:
     geometry: FaceGeometry = field(repr=False)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float image in [0, 255] -> uint8 with round-half-even (the one rounding rule used)."""
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
 def render(z: np.ndarray, *, size: int = 64, supersample: int = 4) -> Render:
     """Render the face of latent ``z`` (Z_DIM,) at ``size`` x ``size``, anti-aliased."""
     z = np.asarray(z, dtype=np.float64).reshape(Z_DIM)
@@ -812,14 +500,3 @@ def render_batch(
         r = render(zi, size=size, supersample=supersample)
         images[i], cls[i] = r.image, r.classes
     return images, cls
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 images (N, H, W, 3) or (H, W, 3) -> float tensor [N, 3, H, W] in [-1, 1]."""
-    import torch
-
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[None]
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
-    return t / 127.5 - 1.0

@@ -42,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import platform
@@ -56,15 +57,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
 from ..files import atomic_write, atomic_write_bytes, atomic_write_json
+from ..nets.e4e import Encoder, EncoderConfig
+from ..nets.parsing import SmallParser
+from ..nets.stylegan2 import Generator, GeneratorConfig
 from ..runtime import exit_with_parent
 from . import classes as C
 from . import measure as M
-from . import render as R
+from .attributes import ATTRIBUTE_INDEX, ATTRIBUTE_NAMES, Z_DIM, edit_z
+from .occluders import composite, random_occluders, texture_background
+from .render import render, render_batch
 
 FORMAT = "dhr-synthetic-pack"
 VERSION = 1
@@ -118,19 +126,15 @@ BUDGET_SHARE = {
 BATCH = {"generator": 32, "probe": 64, "encoder": 32, "parser": 32}
 
 
-def generator_config() -> Any:
+def generator_config() -> GeneratorConfig:
     """The pack generator's architecture (64 px, 10 W+ rows, ~0.86M parameters)."""
-    from ..nets.stylegan2 import GeneratorConfig
-
     return GeneratorConfig(
         size=64, style_dim=STYLE_DIM, n_mlp=4, channels=dict(GEN_CHANNELS), lr_mlp=1.0
     )
 
 
-def encoder_config() -> Any:
+def encoder_config() -> EncoderConfig:
     """The pack encoder's architecture: e4e (progressive, IR-SE) at reduced width, 64-px input."""
-    from ..nets.e4e import EncoderConfig
-
     return EncoderConfig(
         input_size=64,
         n_styles=10,
@@ -142,12 +146,12 @@ def encoder_config() -> Any:
     )
 
 
-def build_encoder(config: dict | None = None) -> nn.Module:
-    """An e4e Encoder from a config dict (default: :func:`encoder_config`)."""
-    from ..nets.e4e import Encoder, EncoderConfig
+def build_encoder() -> nn.Module:
+    """The pack's e4e Encoder (:func:`encoder_config`), untrained.
 
-    cfg = encoder_config() if config is None else EncoderConfig.from_dict(config)
-    return Encoder(cfg)
+    A stored encoder is rebuilt from the config in its file by
+    :func:`~dhr_cli.synthetic.measure.load_encoder`."""
+    return Encoder(encoder_config())
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,59 @@ def load_ckpt(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def resume(path: Path, parts: dict[str, Any]) -> tuple[dict | None, int, StageClock]:
+    """A stage's checkpoint loaded into ``parts`` (checkpoint key -> module or optimiser):
+    the checkpoint (None: none yet), the step to go on from and the stage's clock."""
+    ck = load_ckpt(path)
+    if ck is None:
+        return None, 0, StageClock()
+    for key, part in parts.items():
+        part.load_state_dict(ck[key])
+    return ck, ck["step"], StageClock(ck["wall"], ck["cpu"])
+
+
+def save_checkpoint(path: Path, parts: dict[str, Any], clock: StageClock, **extra: Any) -> None:
+    """What :func:`resume` reads: the states of ``parts``, then ``extra`` (the step and what
+    else the stage keeps), then the clock."""
+    states = {key: part.state_dict() for key, part in parts.items()}
+    atomic_save({**states, **extra, "wall": clock.wall, "cpu": clock.cpu}, path)
+
+
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def fit(
+    stage: str,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    path: Path,
+    total: int,
+    base_lr: float,
+    loss_at: Callable[[int], torch.Tensor],
+    loss_name: str,
+) -> StageClock:
+    """The probe's and the parser's loop: resume from the checkpoint at ``path``, then per
+    step warm-up + cosine lr and one step on ``loss_at(step)``; every 250 steps log the
+    running loss and checkpoint. Returns the stage's clock."""
+    parts = {stage: model, "opt": opt}
+    _, start, clock = resume(path, parts)
+    running = None
+    for step in range(start, total):
+        set_lr(opt, lr_at(step, total, base_lr, warmup=100))
+        loss = loss_at(step)
+        optimise(opt, loss)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        done = step + 1
+        if done % 250 == 0 or done == total:
+            log(f"{stage} {done}/{total} {loss_name} {running:.4f} wall {clock.wall:.0f}s")
+            save_checkpoint(path, parts, clock, step=done)
+    return clock
+
+
 def feature_weights(classes: torch.Tensor, boost: float = 4.0) -> torch.Tensor:
     """Per-pixel loss weights [B,1,H,W]: 1 + boost on (dilated) eyes, brows and mouth."""
     feat = torch.zeros_like(classes, dtype=torch.float32)
@@ -272,19 +329,17 @@ def image_loss(
 
 
 def _render_chunk(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return R.render_batch(M.renderer_z(z))
+    return render_batch(M.renderer_z(z))
 
 
-def _parser_chunk(seed: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+def parser_chunk(seed: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Parser samples start..stop-1: 30% clean, 50% occluded, 20% textured (half occluded)."""
-    from .occluders import composite, random_occluders, texture_background
-
     n = stop - start
     images = np.empty((n, 64, 64, 3), np.uint8)
     cls = np.empty((n, 64, 64), np.uint8)
     for i in range(n):
         rng = np.random.default_rng([seed, 2, start + i])
-        face = R.render(M.renderer_z(rng.standard_normal(STYLE_DIM)))
+        face = render(M.renderer_z(rng.standard_normal(STYLE_DIM)))
         r = rng.random()
         layer = background = None
         if 0.3 <= r < 0.8 or r >= 0.9:
@@ -328,7 +383,7 @@ def edit_batch(
     s = rng.uniform(-EDIT_MAX_STRENGTH, EDIT_MAX_STRENGTH, size=n)
     u = M.renderer_z(z)
     edited = np.stack(
-        [R.edit_z(u[i : i + 1], attributes[which[i]], float(s[i]))[0] for i in range(n)]
+        [edit_z(u[i : i + 1], attributes[which[i]], float(s[i]))[0] for i in range(n)]
     )
     return z.astype(np.float32), which, s.astype(np.float32), edited
 
@@ -355,7 +410,7 @@ def make_data(plan: Plan, work: Path, workers: int) -> dict[str, Any]:
         with _pool(workers) as ex:
             parts = list(
                 ex.map(
-                    _parser_chunk,
+                    parser_chunk,
                     [plan.seed] * (len(bounds) - 1),
                     bounds[:-1].tolist(),
                     bounds[1:].tolist(),
@@ -380,7 +435,7 @@ class FaceData:
     def batch(
         self, idx: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = R.to_tensor(self.images[idx])
+        x = M.to_tensor(self.images[idx])
         cls = torch.from_numpy(self.classes[idx].astype(np.int64))
         return self.z[idx], self.u27[idx], x, cls
 
@@ -409,7 +464,7 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 @torch.no_grad()
 def _val_generator(g: nn.Module, val: FaceData, perceptual: nn.Module) -> dict[str, float]:
-    x = R.to_tensor(val.images)
+    x = M.to_tensor(val.images)
     out = torch.cat([g(g.mapping(val.z[i : i + 100])) for i in range(0, len(x), 100)]).clamp(-1, 1)
     lp = torch.cat([perceptual(out[i : i + 100], x[i : i + 100]) for i in range(0, len(x), 100)])
     feat = feature_weights(torch.from_numpy(val.classes.astype(np.int64)), 1.0) - 1.0
@@ -422,8 +477,6 @@ def _val_generator(g: nn.Module, val: FaceData, perceptual: nn.Module) -> dict[s
 
 
 def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perceptual) -> dict:
-    from ..nets.stylegan2 import Generator
-
     final = work / "generator.pt"
     if final.is_file():
         return torch.load(final, weights_only=False)["info"]
@@ -433,7 +486,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
     for name, p in g.named_parameters():
         if name.startswith("noises") or ".noise." in name:
             p.requires_grad_(False)  # noise strengths stay 0: outputs do not depend on noise
-    head = nn.Linear(STYLE_DIM, R.Z_DIM)
+    head = nn.Linear(STYLE_DIM, Z_DIM)
     ema = copy.deepcopy(g).requires_grad_(False)
     params = [p for p in g.parameters() if p.requires_grad] + list(head.parameters())
     # 2e-2, far above the usual 2e-3: the synthesis net fits these renders slowly under
@@ -441,16 +494,10 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
     # (0.033 at 5e-3, 0.017 at 1e-2, 0.0077 at 2e-2)
     base_lr = 2e-2
     opt = torch.optim.Adam(params, lr=base_lr, betas=(0.9, 0.99))
-    start, clock = 0, StageClock()
-    history: list[dict] = []
-    ck = load_ckpt(ckpt_path)
+    parts = {"g": g, "ema": ema, "head": head, "opt": opt}
+    ck, start, clock = resume(ckpt_path, parts)
+    history: list[dict] = [] if ck is None else ck["history"]
     if ck is not None:
-        g.load_state_dict(ck["g"])
-        ema.load_state_dict(ck["ema"])
-        head.load_state_dict(ck["head"])
-        opt.load_state_dict(ck["opt"])
-        start, history = ck["step"], ck["history"]
-        clock = StageClock(ck["wall"], ck["cpu"])
         log(f"generator: resuming at step {start}")
     total, batch = plan.generator_steps, BATCH["generator"]
     log(
@@ -479,9 +526,7 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
                 g, edit_dirs, edit_batch(plan.seed, step, EDIT_BATCH), perceptual
             )
             loss = loss + edit_weight * terms["edit"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         _ema_update(ema, g, min(0.998, (1 + step) / (10 + step)))
         for k, v in terms.items():
             running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
@@ -498,19 +543,8 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
             history.append({"step": done, **v, "wall_s": round(clock.wall, 1)})
             log(f"generator val (ema) {v}")
         if done % 250 == 0 or done == total:
-            atomic_save(
-                {
-                    "g": g.state_dict(),
-                    "ema": ema.state_dict(),
-                    "head": head.state_dict(),
-                    "opt": opt.state_dict(),
-                    "edit_dirs": edit_dirs,
-                    "step": done,
-                    "history": history,
-                    "wall": clock.wall,
-                    "cpu": clock.cpu,
-                },
-                ckpt_path,
+            save_checkpoint(
+                ckpt_path, parts, clock, edit_dirs=edit_dirs, step=done, history=history
             )
     # truncation centre / encoder start point: the mean w over many latents
     ema.latent_avg.copy_(ema.mean_latent(20000, seed=plan.seed)[0])
@@ -549,8 +583,8 @@ def edit_consistency_loss(
     of the age range) the generator is never shown what ``w + s d`` should draw: the age
     direction made blond faces redder at s = -2. This term shows it."""
     z, which, s, edited = batch
-    images, cls = R.render_batch(edited)
-    x = R.to_tensor(images)
+    images, cls = render_batch(edited)
+    x = M.to_tensor(images)
     shift = torch.from_numpy(s)[:, None] * directions[torch.from_numpy(which)]
     out = g(g.mapping(torch.from_numpy(z)) + shift)
     l1, lp = image_loss(out, x, torch.from_numpy(cls.astype(np.int64)), perceptual)
@@ -558,8 +592,6 @@ def edit_consistency_loss(
 
 
 def load_trained_generator(work: Path) -> nn.Module:
-    from ..nets.stylegan2 import Generator
-
     g = Generator(generator_config())
     g.load_state_dict(torch.load(work / "generator.pt", weights_only=False)["state"])
     return g.eval().requires_grad_(False)
@@ -596,44 +628,22 @@ def train_probe(plan: Plan, work: Path, train: FaceData, val: FaceData) -> dict:
     base_lr = 1e-3
     opt = torch.optim.Adam(probe.parameters(), lr=base_lr)
     total, batch = plan.probe_steps, BATCH["probe"]
-    clock, start = StageClock(), 0
-    ck = load_ckpt(work / "probe.ckpt")
-    if ck is not None:
-        probe.load_state_dict(ck["probe"])
-        opt.load_state_dict(ck["opt"])
-        start, clock = ck["step"], StageClock(ck["wall"], ck["cpu"])
     log(f"probe: {total} steps of batch {batch}")
     gen = torch.Generator().manual_seed(plan.seed + 30)
-    running = None
-    for step in range(start, total):
-        set_lr(opt, lr_at(step, total, base_lr, warmup=100))
+
+    def loss_at(step: int) -> torch.Tensor:
         _, u, x, _ = train.batch(batch_indices(plan.seed, 30, step, len(train.z), batch))
         x = _augment(x, gen).contiguous(memory_format=torch.channels_last)
-        loss = F.mse_loss(probe(x), u)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        done = step + 1
-        if done % 250 == 0 or done == total:
-            log(f"probe {done}/{total} mse {running:.4f} wall {clock.wall:.0f}s")
-            atomic_save(
-                {
-                    "probe": probe.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": done,
-                    "wall": clock.wall,
-                    "cpu": clock.cpu,
-                },
-                work / "probe.ckpt",
-            )
+        return F.mse_loss(probe(x), u)
+
+    clock = fit("probe", probe, opt, work / "probe.ckpt", total, base_lr, loss_at, "mse")
     probe.eval()
-    r2 = probe_r2(probe, R.to_tensor(val.images), val.u27)
+    r2 = probe_r2(probe, M.to_tensor(val.images), val.u27)
     info = {
         "steps": total,
         "batch": batch,
         "lr": base_lr,
-        "val_r2": {n: round(float(v), 4) for n, v in zip(R.ATTRIBUTE_NAMES, r2, strict=True)},
+        "val_r2": {n: round(float(v), 4) for n, v in zip(ATTRIBUTE_NAMES, r2, strict=True)},
         "wall_s": round(clock.wall, 1),
         "cpu_s": round(clock.cpu, 1),
     }
@@ -716,14 +726,14 @@ def fit_directions(
     info: dict[str, dict] = {}
     A = a.T  # [27, D]
     for name in attributes:
-        k = R.ATTRIBUTE_INDEX[name]
+        k = ATTRIBUTE_INDEX[name]
         ak = A[k]
         if method == "interfacegan":
             d = ak / (ak @ ak)
         elif method == "regression":
             d = back[k]
         else:
-            e = np.zeros(R.Z_DIM)
+            e = np.zeros(Z_DIM)
             e[k] = 1.0
             d = A.T @ np.linalg.solve(A @ A.T, e)
         dirs[name] = torch.tensor(d, dtype=torch.float32)[None]
@@ -764,18 +774,15 @@ def train_encoder(
     opt = torch.optim.Adam(enc.parameters(), lr=lr_a, betas=(0.9, 0.99))
     steps_a, steps_b = plan.encoder_latent_steps, plan.encoder_steps
     total, batch = steps_a + steps_b, BATCH["encoder"]
-    clock, start, history = StageClock(), 0, []
-    ck = load_ckpt(work / "encoder.ckpt")
+    parts = {"enc": enc, "opt": opt}
+    ck, start, clock = resume(work / "encoder.ckpt", parts)
+    history = [] if ck is None else ck["history"]
     if ck is not None:
-        enc.load_state_dict(ck["enc"])
-        opt.load_state_dict(ck["opt"])
-        start, history = ck["step"], ck["history"]
-        clock = StageClock(ck["wall"], ck["cpu"])
         log(f"encoder: resuming at step {start}")
     n_params = sum(p.numel() for p in enc.parameters())
     log(f"encoder: {steps_a} latent + {steps_b} image steps of batch {batch}, {n_params} params")
     running: dict[str, float] = {}
-    xv = R.to_tensor(val.images)
+    xv = M.to_tensor(val.images)
     with torch.no_grad():
         wv = g.mapping(val.z)
     enc.train()
@@ -812,9 +819,7 @@ def train_encoder(
             )
         else:
             loss = lat + LOSS_DELTA * delta
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimise(opt, loss)
         for k, v in terms.items():
             running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
         done = step + 1
@@ -836,17 +841,7 @@ def train_encoder(
                 + f" | val mse {v['mse']:.4f} latent {v['latent_mse']:.4f}"
                 + f" wall {clock.wall:.0f}s cpu {clock.cpu:.0f}s"
             )
-            atomic_save(
-                {
-                    "enc": enc.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": done,
-                    "history": history,
-                    "wall": clock.wall,
-                    "cpu": clock.cpu,
-                },
-                work / "encoder.ckpt",
-            )
+            save_checkpoint(work / "encoder.ckpt", parts, clock, step=done, history=history)
     enc.eval()
     info = {
         "steps": total,
@@ -880,7 +875,7 @@ def load_trained_encoder(work: Path) -> nn.Module:
 @torch.no_grad()
 def parser_metrics(parser: nn.Module, images: np.ndarray, classes: np.ndarray) -> dict:
     """Pixel accuracy and per-class IoU of a parser on (images, class maps)."""
-    x = R.to_tensor(images)
+    x = M.to_tensor(images)
     pred = torch.cat([parser.labels(x[i : i + 200]) for i in range(0, len(x), 200)]).numpy()
     ious = {}
     for c in C.CLASS_TABLE:
@@ -901,8 +896,6 @@ def parser_metrics(parser: nn.Module, images: np.ndarray, classes: np.ndarray) -
 
 
 def train_parser(plan: Plan, work: Path) -> dict:
-    from ..nets.parsing import SmallParser
-
     final = work / "parser.pt"
     if final.is_file():
         return torch.load(final, weights_only=False)["info"]
@@ -917,41 +910,19 @@ def train_parser(plan: Plan, work: Path) -> dict:
     base_lr = 2e-3
     opt = torch.optim.Adam(parser.parameters(), lr=base_lr)
     total, batch = plan.parser_steps, BATCH["parser"]
-    clock, start = StageClock(), 0
-    ck = load_ckpt(work / "parser.ckpt")
-    if ck is not None:
-        parser.load_state_dict(ck["parser"])
-        opt.load_state_dict(ck["opt"])
-        start, clock = ck["step"], StageClock(ck["wall"], ck["cpu"])
     log(f"parser: {total} steps of batch {batch}, {len(tr_img)} train / {n_val} held-out")
     gen = np.random.default_rng([plan.seed, 60])
-    running = None
-    for step in range(start, total):
-        set_lr(opt, lr_at(step, total, base_lr, warmup=100))
+
+    def loss_at(step: int) -> torch.Tensor:
         idx = batch_indices(plan.seed, 60, step, len(tr_img), batch)
-        x = R.to_tensor(tr_img[idx])
+        x = M.to_tensor(tr_img[idx])
         y = torch.from_numpy(tr_cls[idx].astype(np.int64))
         if gen.random() < 0.5:  # horizontal flips (the class table is left/right symmetric)
             x, y = x.flip(-1), y.flip(-1)
         logits = parser.logits(x.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        done = step + 1
-        if done % 250 == 0 or done == total:
-            log(f"parser {done}/{total} ce {running:.4f} wall {clock.wall:.0f}s")
-            atomic_save(
-                {
-                    "parser": parser.state_dict(),
-                    "opt": opt.state_dict(),
-                    "step": done,
-                    "wall": clock.wall,
-                    "cpu": clock.cpu,
-                },
-                work / "parser.ckpt",
-            )
+        return F.cross_entropy(logits, y)
+
+    clock = fit("parser", parser, opt, work / "parser.ckpt", total, base_lr, loss_at, "ce")
     parser.eval()
     metrics = parser_metrics(parser, images[-n_val:], classes[-n_val:])
     log(f"parser held-out: {metrics}")
@@ -970,8 +941,6 @@ def train_parser(plan: Plan, work: Path) -> dict:
 
 
 def load_trained_parser(work: Path) -> nn.Module:
-    from ..nets.parsing import SmallParser
-
     p = SmallParser(C.NUM_CLASSES, class_names=C.CLASS_NAMES)
     p.load_state_dict(torch.load(work / "parser.pt", weights_only=False)["state"])
     return p.eval().requires_grad_(False)
@@ -992,21 +961,17 @@ def _half_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_module(path: Path, state: dict[str, torch.Tensor], kind: str, config: dict) -> None:
-    from safetensors.torch import save
-
     meta = {"format": FORMAT, "version": str(VERSION), "kind": kind, "config": json.dumps(config)}
     tensors = _half_state(state)
     if path.is_file() and _holds(path, tensors, meta):
         # safetensors writes the metadata in no fixed order: rewriting an unchanged module
         # would change its bytes and sha256, and make the manifest look as if it had changed
         return
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=meta))
 
 
 def _holds(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> bool:
     """Whether the safetensors file at ``path`` stores exactly these tensors and metadata."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             if dict(f.metadata() or {}) != meta or set(f.keys()) != set(tensors):
@@ -1021,8 +986,6 @@ def _holds(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -
 
 
 def sha256(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -1150,7 +1113,7 @@ def export_pack(
             },
             "probe": {
                 "class": "dhr_cli.synthetic.measure.AttributeProbe",
-                "outputs": list(R.ATTRIBUTE_NAMES),
+                "outputs": list(ATTRIBUTE_NAMES),
                 "val_r2": state.get("probe", {}).get("val_r2"),
             },
             "directions": state.get("directions", {}).get("table", {}),

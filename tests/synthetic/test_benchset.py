@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dhr_cli.errors import BadData, InputMissing
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import benchset as B
 from dhr_cli.synthetic import render as R
 from dhr_cli.synthetic.occluders import TEXTURES
@@ -35,7 +36,7 @@ def test_benchset_contents(bench: B.BenchSet) -> None:
     for s in bench:
         assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
         assert s.ood_mask.shape == (64, 64) and s.ood_mask.dtype == bool
-        assert s.params == R.params_dict(s.z)
+        assert s.params == A.params_dict(s.z)
         assert len(s.edits) == 2 * len(B.DEFAULT_DELTAS)
         if s.stratum == "clean":
             assert not s.ood_mask.any() and s.occluders == () and s.texture is None
@@ -50,7 +51,7 @@ def test_benchset_contents(bench: B.BenchSet) -> None:
 def test_true_edits_keep_out_of_domain_pixels(bench: B.BenchSet) -> None:
     for s in bench:
         for (attr, d), e in s.edits.items():
-            clean = R.render(R.edit_z(s.z, attr, d))
+            clean = R.render(A.edit_z(s.z, attr, d))
             outside = ~e.ood_mask
             # In-domain pixels are the clean edited face; smile/age never move the mask.
             np.testing.assert_array_equal(e.image[outside], clean.image[outside])

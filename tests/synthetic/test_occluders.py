@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import classes as C
 from dhr_cli.synthetic import occluders as O
 from dhr_cli.synthetic import render as R
@@ -21,7 +22,7 @@ KIND_CLASS = {
 
 
 def _face(seed: int = 0) -> R.Render:
-    return R.render(R.sample_z(np.random.default_rng(seed)))
+    return R.render(A.sample_z(np.random.default_rng(seed)))
 
 
 def _check_exact(face: R.Render, comp: O.Composite) -> None:
@@ -97,7 +98,7 @@ def test_occluders_over_texture_union_mask() -> None:
 
 
 def test_edited_scene_keeps_occluder_and_texture_pixels() -> None:
-    z = R.sample_z(np.random.default_rng(4))
+    z = A.sample_z(np.random.default_rng(4))
     face = R.render(z)
     rng = np.random.default_rng(9)
     layer = O.draw_occluders(face.geometry, rng, ["hand", "sunglasses", "bar"], skin_tone=0.4)
@@ -113,14 +114,14 @@ def test_edited_scene_keeps_occluder_and_texture_pixels() -> None:
             np.testing.assert_array_equal(edited.image[background], base.image[background])
             np.testing.assert_array_equal(edited.ood_mask, base.ood_mask)
             # Outside the mask the edit is exactly the clean edited render.
-            clean = R.render(R.edit_z(z, attr, d))
+            clean = R.render(A.edit_z(z, attr, d))
             _check_exact(clean, edited)
 
 
 def test_clean_scene_is_the_render() -> None:
-    z = R.sample_z(np.random.default_rng(6))
+    z = A.sample_z(np.random.default_rng(6))
     comp = O.Scene(z).edit("smile", 1.0)
-    ref = R.render(R.edit_z(z, "smile", 1.0))
+    ref = R.render(A.edit_z(z, "smile", 1.0))
     assert comp.image.tobytes() == ref.image.tobytes()
     assert not comp.ood_mask.any()
 

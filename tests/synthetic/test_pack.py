@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from dhr_cli import hub
+from dhr_cli.nets.parsing import SmallParser, in_domain_mask
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import classes as C
 from dhr_cli.synthetic import measure as M
 from dhr_cli.synthetic import render as R
@@ -63,8 +66,6 @@ def test_manifest_records_training_and_metrics(manifest):
 
 
 def test_hub_registers_the_bundled_files(manifest):
-    from dhr_cli import hub
-
     reg = hub.registry()
     for name, info in manifest["files"].items():
         entry = reg[info["name"]]
@@ -73,7 +74,7 @@ def test_hub_registers_the_bundled_files(manifest):
 
 
 def test_latent_convention_round_trip():
-    z27 = R.sample_z(np.random.default_rng(3), 5)
+    z27 = A.sample_z(np.random.default_rng(3), 5)
     z = M.domain_z(z27)
     assert z.shape == (5, 64)
     np.testing.assert_allclose(M.renderer_z(z), z27, atol=1e-12)
@@ -130,7 +131,7 @@ def test_directions_shapes_and_smile_edit(pack):
         assert d.shape == (1, 64) and torch.isfinite(d).all()
     g, probe = pack.generator, pack.probe
     z = torch.as_tensor(M.eval_latents(4, 13), dtype=torch.float32)
-    k = R.ATTRIBUTE_INDEX["smile"]
+    k = A.ATTRIBUTE_INDEX["smile"]
     with torch.no_grad():
         w = g.mapping(z)
         lo = probe(g(w - pack.direction("smile")))[:, k]
@@ -156,16 +157,16 @@ def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
     assert gz["target_range"][0] == pytest.approx(sw0["target_range"][0], abs=1e-4)
     # statistics by hand: a reading that follows the strength exactly, nothing else moving
     s = np.array([-1.0, 0.0, 1.0])
-    readings = np.zeros((3, 2, R.Z_DIM))
-    readings[:, :, R.ATTRIBUTE_INDEX["age"]] = s[:, None]
+    readings = np.zeros((3, 2, A.Z_DIM))
+    readings[:, :, A.ATTRIBUTE_INDEX["age"]] = s[:, None]
     st = M.sweep_statistics(readings, s, "age")
     assert st["spearman"] == pytest.approx(1.0) and st["slope"] == pytest.approx(1.0)
     assert st["off_target_max"] == 0.0 and st["off_target_shift_max"] == 0.0
     # per-face jitter that cancels on average moves |d| but not the mean shift; a shift
     # that only one end of the sweep shows is found there
     jitter = readings.copy()
-    jitter[0, :, R.ATTRIBUTE_INDEX["jaw"]] = [0.5, -0.5]
-    jitter[2, :, R.ATTRIBUTE_INDEX["hair_red"]] = [0.3, 0.1]
+    jitter[0, :, A.ATTRIBUTE_INDEX["jaw"]] = [0.5, -0.5]
+    jitter[2, :, A.ATTRIBUTE_INDEX["hair_red"]] = [0.3, 0.1]
     st = M.sweep_statistics(jitter, s, "age")
     assert st["off_target_max"] == pytest.approx(0.5) and st["off_target_worst"] == "jaw"
     assert st["off_target_shift_max"] == pytest.approx(0.2)
@@ -176,7 +177,7 @@ def test_sweep_statistics_of_true_edits_and_of_a_direction(pack):
 
 def test_probe_readability_on_renders_and_generator_outputs(pack):
     r = M.probe_readability(pack.generator, pack.probe, n=60)
-    assert list(r) == list(R.ATTRIBUTE_NAMES)
+    assert list(r) == list(A.ATTRIBUTE_NAMES)
     assert all(set(v) == {"render", "generator"} for v in r.values())
     assert all(-1.0 <= x <= 1.0 for v in r.values() for x in v.values())
     # the probe reads renders well; the generator draws smile and age, barely the nose
@@ -186,8 +187,8 @@ def test_probe_readability_on_renders_and_generator_outputs(pack):
 
 
 def test_parser_on_a_render(pack):
-    face = R.render(R.sample_z(np.random.default_rng(5)))
-    x = R.to_tensor(face.image)
+    face = R.render(A.sample_z(np.random.default_rng(5)))
+    x = M.to_tensor(face.image)
     with torch.no_grad():
         probs = pack.parser.probabilities(x)
     assert probs.shape == (1, C.NUM_CLASSES, 64, 64)
@@ -198,18 +199,16 @@ def test_parser_on_a_render(pack):
 
 
 def test_probe_reads_renders(pack):
-    z27 = R.sample_z(np.random.default_rng(6), 16)
+    z27 = A.sample_z(np.random.default_rng(6), 16)
     x = M.render_images(z27)
     pred = M.probe_attributes(pack.probe, x)
     assert pred.shape == (16, 27)
     for name in ("smile", "age", "skin_tone", "hair_dark"):
-        k = R.ATTRIBUTE_INDEX[name]
+        k = A.ATTRIBUTE_INDEX[name]
         assert np.corrcoef(pred[:, k], z27[:, k])[0, 1] > 0.8, name
 
 
 def test_small_parser_api_with_random_weights():
-    from dhr_cli.nets.parsing import SmallParser, in_domain_mask
-
     torch.manual_seed(0)
     p = SmallParser(C.NUM_CLASSES, width=8, class_names=C.CLASS_NAMES).eval()
     with torch.no_grad():

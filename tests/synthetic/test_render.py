@@ -5,46 +5,49 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dhr_cli.synthetic import attributes as A
 from dhr_cli.synthetic import classes as C
+from dhr_cli.synthetic import measure as M
 from dhr_cli.synthetic import render as R
+from dhr_cli.synthetic.raster import to_uint8
 
 
 def _faces(n: int = 6, seed: int = 0) -> np.ndarray:
-    return R.sample_z(np.random.default_rng(seed), n)
+    return A.sample_z(np.random.default_rng(seed), n)
 
 
 def _with(z: np.ndarray, name: str, value: float) -> np.ndarray:
     out = z.copy()
-    out[R.ATTRIBUTE_INDEX[name]] = value
+    out[A.ATTRIBUTE_INDEX[name]] = value
     return out
 
 
 def test_attribute_table_is_stable() -> None:
-    names = R.ATTRIBUTE_NAMES
-    assert len(set(names)) == len(names) == R.Z_DIM
+    names = A.ATTRIBUTE_NAMES
+    assert len(set(names)) == len(names) == A.Z_DIM
     for required in ("smile", "age", "hair_length", "eye_open", "brow_height", "skin_tone"):
         assert required in names
-    for a in R.ATTRIBUTES:
+    for a in A.ATTRIBUTES:
         assert a.lo < a.hi and a.doc
 
 
 def test_z_param_mapping_round_trip_and_ranges() -> None:
     z = _faces(50)
-    p = R.z_to_params(z)
-    lo = np.array([a.lo for a in R.ATTRIBUTES])
-    hi = np.array([a.hi for a in R.ATTRIBUTES])
+    p = A.z_to_params(z)
+    lo = np.array([a.lo for a in A.ATTRIBUTES])
+    hi = np.array([a.hi for a in A.ATTRIBUTES])
     assert (p >= lo).all() and (p <= hi).all()
-    np.testing.assert_allclose(R.params_to_z(p), z, atol=1e-9)
+    np.testing.assert_allclose(A.params_to_z(p), z, atol=1e-9)
     # z = 0 is the middle of every range; extreme z stays inside the range.
-    np.testing.assert_allclose(R.z_to_params(np.zeros(R.Z_DIM)), (lo + hi) / 2)
-    assert (R.z_to_params(np.full(R.Z_DIM, 40.0)) <= hi).all()
-    z2 = R.z_from_dict({"smile": 0.9}, base=z[0])
-    assert R.params_dict(z2)["smile"] == pytest.approx(0.9)
+    np.testing.assert_allclose(A.z_to_params(np.zeros(A.Z_DIM)), (lo + hi) / 2)
+    assert (A.z_to_params(np.full(A.Z_DIM, 40.0)) <= hi).all()
+    z2 = A.z_from_dict({"smile": 0.9}, base=z[0])
+    assert A.params_dict(z2)["smile"] == pytest.approx(0.9)
     assert (
-        np.delete(z2, R.ATTRIBUTE_INDEX["smile"]) == np.delete(z[0], R.ATTRIBUTE_INDEX["smile"])
+        np.delete(z2, A.ATTRIBUTE_INDEX["smile"]) == np.delete(z[0], A.ATTRIBUTE_INDEX["smile"])
     ).all()
     with pytest.raises(KeyError):
-        R.z_from_dict({"nope": 1.0})
+        A.z_from_dict({"nope": 1.0})
 
 
 def test_render_is_deterministic_and_well_formed() -> None:
@@ -59,9 +62,7 @@ def test_render_is_deterministic_and_well_formed() -> None:
         assert (a.classes == cls).sum() > 0, C.CLASS_NAMES[cls]
     assert not C.TRUE_OOD[a.classes].any()
     # The image is exactly the documented composite of its layers.
-    np.testing.assert_array_equal(
-        a.image, R.to_uint8(a.fg + (1 - a.alpha)[..., None] * a.background)
-    )
+    np.testing.assert_array_equal(a.image, to_uint8(a.fg + (1 - a.alpha)[..., None] * a.background))
     big = R.render(z, size=128)
     assert big.image.shape == (128, 128, 3)
 
@@ -71,7 +72,7 @@ def test_render_batch_and_tensor() -> None:
     images, cls = R.render_batch(z)
     assert images.shape == (3, 64, 64, 3) and cls.shape == (3, 64, 64)
     np.testing.assert_array_equal(images[1], R.render(z[1]).image)
-    t = R.to_tensor(images)
+    t = M.to_tensor(images)
     assert tuple(t.shape) == (3, 3, 64, 64)
     assert float(t.min()) >= -1.0 and float(t.max()) <= 1.0
 
@@ -142,7 +143,7 @@ def test_background_attributes_touch_background_only() -> None:
     z = _faces(1, seed=6)[0]
     a = R.render(z)
     for name in ("bg_hue_a", "bg_light_b", "bg_angle"):
-        b = R.render(_with(z, name, -z[R.ATTRIBUTE_INDEX[name]] + 1.5))
+        b = R.render(_with(z, name, -z[A.ATTRIBUTE_INDEX[name]] + 1.5))
         np.testing.assert_array_equal(a.fg, b.fg)
         np.testing.assert_array_equal(a.alpha, b.alpha)
         changed = _changed(a, b)

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from dhr_cli.nets.stylegan2 import Generator, GeneratorConfig
+from dhr_cli.synthetic import attributes as A
+from dhr_cli.synthetic import measure as M
 from dhr_cli.synthetic import train as T
 
 
@@ -21,14 +24,14 @@ def test_save_module_keeps_an_unchanged_file_byte_for_byte(tmp_path):
     # a changed tensor, or changed metadata, is written
     T.save_module(path, {**state, "b": torch.zeros(4)}, "probe", {"width": 2})
     assert path.read_bytes() != first
-    loaded, meta = T.M.read_safetensors(path)
+    loaded, meta = M.read_safetensors(path)
     assert torch.equal(loaded["b"], torch.zeros(4)) and meta["kind"] == "probe"
     T.save_module(path, {**state, "b": torch.zeros(4)}, "probe", {"width": 3})
-    assert T.M.read_safetensors(path)[1]["config"] == '{"width": 3}'
+    assert M.read_safetensors(path)[1]["config"] == '{"width": 3}'
     # an unreadable file is replaced, not an error
     path.write_bytes(b"not a safetensors file")
     T.save_module(path, state, "probe", {"width": 2})
-    assert torch.equal(T.M.read_safetensors(path)[0]["a"], state["a"])
+    assert torch.equal(M.read_safetensors(path)[0]["a"], state["a"])
 
 
 class _LinearMapping(torch.nn.Module):
@@ -51,7 +54,7 @@ def test_regression_directions_are_the_mean_change_of_w_per_label():
     # w moves by mix[:, k] per unit of label k whatever the other labels do
     dirs, info = T.fit_directions(_LinearMapping(mix.float()), ("smile", "age"), n=4000)
     for name in ("smile", "age"):
-        want = mix[:, T.R.ATTRIBUTE_INDEX[name]].float()
+        want = mix[:, A.ATTRIBUTE_INDEX[name]].float()
         got = dirs[name][0]
         assert info[name]["method"] == "regression" and info[name]["r2"] > 0.95
         assert torch.allclose(got, want, atol=0.05 * want.norm().item()), name
@@ -62,19 +65,17 @@ def test_edit_batch_moves_one_attribute_of_each_face_deterministically():
     again = T.edit_batch(seed=0, step=7, n=12)
     assert all(np.array_equal(a, b) for a, b in zip((z, which, s, edited), again, strict=True))
     assert not np.array_equal(T.edit_batch(seed=0, step=8, n=12)[0], z)
-    assert z.shape == (12, T.STYLE_DIM) and edited.shape == (12, T.R.Z_DIM)
+    assert z.shape == (12, T.STYLE_DIM) and edited.shape == (12, A.Z_DIM)
     assert np.all(np.abs(s) <= T.EDIT_MAX_STRENGTH)
-    before = T.M.renderer_z(z.astype(np.float64))
+    before = M.renderer_z(z.astype(np.float64))
     for i in range(12):
-        k = T.R.ATTRIBUTE_INDEX[T.EDIT_ATTRIBUTES[which[i]]]
+        k = A.ATTRIBUTE_INDEX[T.EDIT_ATTRIBUTES[which[i]]]
         moved = np.flatnonzero(~np.isclose(edited[i], before[i], atol=1e-6))
         assert set(moved) <= {k}, (i, moved)
         assert edited[i, k] == pytest.approx(before[i, k] + s[i], abs=1e-4)
 
 
 def test_edit_consistency_loss_trains_the_generator_along_the_directions():
-    from dhr_cli.nets.stylegan2 import Generator, GeneratorConfig
-
     torch.manual_seed(0)
     g = Generator(
         GeneratorConfig(
