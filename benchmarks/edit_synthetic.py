@@ -5,7 +5,7 @@ set's default) every method inverts the image with its published defaults (as `d
 does), the result is stored the way the project file stores it, and the smile edit of each
 benchmark delta d (the set's true edits: the scene re-rendered with smile + d std-units and the
 same occluders composited on top, `sample.edit("smile", d)`) is rendered exactly as
-`dhr edit --smile d` renders it (`dhr_cli.method.edit`: the pack's smile direction, strength 1 =
+`dhr edit --smile d` renders it (`dhr_cli.app.edit`: the pack's smile direction, strength 1 =
 +1 std-unit, through the tuned generator with the stored feature and mask, and for DHR with
 the out-of-domain pixels held, `--keep-ood`, the default). DHR is also reported as "dhr-eq4":
 the same projects rendered with the paper's Eq. 4 alone (`--no-keep-ood`).
@@ -38,10 +38,14 @@ import numpy as np
 import torch
 from _scenes import occluded_scenes, open_pack, scene_arguments
 
+from dhr_cli.app.directions import DirectionLibrary
+from dhr_cli.app.engine import Engine
+from dhr_cli.app.options import EngineOptions
+from dhr_cli.app.request import EditRequest
 from dhr_cli.bench import grey_change, mse
 from dhr_cli.faces import identity_alignment
-from dhr_cli.method.edit import DirectionLibrary, EditRequest, apply_edits, render_edit
-from dhr_cli.pipeline import Engine, EngineOptions, from_uint8, to_uint8
+from dhr_cli.method.edits import apply_edits
+from dhr_cli.method.render import from_uint8, render_edit, to_uint8
 
 METHODS = ("dhr", "pti", "feature", "encoder")
 ATTRIBUTE = "smile"

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from _scenes import occluded_scenes, open_pack, scene_arguments
 
+from dhr_cli.app.engine import Engine
+from dhr_cli.app.options import EngineOptions
 from dhr_cli.bench import iou, mse
 from dhr_cli.faces import identity_alignment
 from dhr_cli.nets.parsing import in_domain_mask
-from dhr_cli.pipeline import Engine, EngineOptions
 from dhr_cli.synthetic import classes as C
 from dhr_cli.synthetic.benchset import make_benchset
 

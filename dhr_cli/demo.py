@@ -82,18 +82,15 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns what was written and the measured errors."""
+    from .app.edit import EditSession
+    from .app.engine import Engine, console_progress
+    from .app.invert import invert_photo, mask_overlay, mask_photo
+    from .app.options import EngineOptions
+    from .app.request import EditRequest
     from .bench import grey_change, iou
     from .faces import load_image, save_image
     from .files import ensure_folder
-    from .method.edit import EditRequest, EditSession
     from .packs import apply_cpu_threads, load_pack
-    from .pipeline import (
-        Engine,
-        EngineOptions,
-        invert_photo,
-        mask_overlay,
-        mask_photo,
-    )
     from .synthetic.benchset import make_sample
 
     out_dir = Path(out_dir)
@@ -112,11 +109,13 @@ def run_demo(
     #    Segmentation stored in the project, then Hybrid Modulation Refinement reusing it
     pack = load_pack("synthetic", device=device, models_dir=models_dir, offline=offline)
     apply_cpu_threads(pack)
-    engine = Engine(pack, EngineOptions(method="dhr"))
+    engine = Engine(
+        pack, EngineOptions(method="dhr"), progress=console_progress if progress else None
+    )
     need = engine.needs(segment=True)
     pack.require(need["roles"], lpips=need["lpips"])
-    masked = mask_photo(engine, photo, progress=progress)
-    inverted = invert_photo(engine, photo, progress=progress)
+    masked = mask_photo(engine, photo)
+    inverted = invert_photo(engine, photo)
 
     # 3. dhr edit face.png --smile S
     session = EditSession(

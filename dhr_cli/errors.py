@@ -7,6 +7,8 @@ the exit code below, never a traceback. Anything else is a bug (exit 1).
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import IntEnum
 
 
@@ -64,6 +66,41 @@ class UsageError(DhrError):
     exit_code = ExitCode.USAGE
 
 
+class ParameterError(UsageError):
+    """A bad value of a library parameter. Its message names parameters as `{name}` fields:
+    the library reads them as the parameter names, the CLI as its flags (`for_names`)."""
+
+    def __init__(self, template: str, *, hint: str | None = None) -> None:
+        self.template, self.hint_template = template, hint
+        message, hint = self._filled(lambda name: name)
+        super().__init__(message, hint=hint)
+
+    def _filled(self, name_of: object) -> tuple[str, str | None]:
+        names = _FieldNames(name_of)
+
+        def fill(text: str) -> str:
+            try:
+                return text.format_map(names)
+            except (ValueError, IndexError, AttributeError):  # braces typed by the user
+                return text
+
+        return fill(self.template), None if self.hint_template is None else fill(self.hint_template)
+
+    def for_names(self, name_of: object) -> UsageError:
+        """The same error with each parameter named by `name_of(parameter)`."""
+        message, hint = self._filled(name_of)
+        return UsageError(message, hint=hint)
+
+
+class _FieldNames(dict):
+    def __init__(self, name_of: object) -> None:
+        super().__init__()
+        self.name_of = name_of
+
+    def __missing__(self, key: str) -> str:
+        return self.name_of(key)  # type: ignore[operator]
+
+
 class InputMissing(DhrError):
     exit_code = ExitCode.INPUT_MISSING
 
@@ -115,6 +152,9 @@ def not_found(path: object, what: str = "") -> InputMissing:
     """
     name = str(path)
     message = f"{what} not found: {name}" if what else f"not found: {name}"
+    if _is_symlink_loop(name):  # it exists, as links that point at each other: say so
+        message = f"{what} is a symlink loop: {name}" if what else f"symlink loop: {name}"
+        return InputMissing(message)
     if any(c in name for c in "*?["):
         return InputMissing(
             message, hint="no file matches this pattern (the shell passes it on unexpanded)"
@@ -122,3 +162,11 @@ def not_found(path: object, what: str = "") -> InputMissing:
     if name == "-":  # `cat photo.jpg | dhr invert -`: the Unix habit for stdin
         return InputMissing(message, hint="dhr reads files only, not stdin: give the file's name")
     return InputMissing(message)
+
+
+def _is_symlink_loop(name: str) -> bool:
+    try:
+        os.stat(name)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False

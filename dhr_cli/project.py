@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import BadData, InputMissing
 from .files import atomic_write
+from .method.recipe import RenderRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -217,6 +218,17 @@ class Project:
     @crop_to_photo.setter
     def crop_to_photo(self, value: torch.Tensor | None) -> None:
         self._set_optional(CROP_TO_PHOTO, value)
+
+    @property
+    def recipe(self) -> RenderRecipe:
+        """How the stored result renders (the ``invert`` step's recipe keys; the encoder's code
+        when the project was never refined)."""
+        return RenderRecipe.from_params(self.params.get("invert"))
+
+    @property
+    def refined(self) -> bool:
+        """`dhr invert` has refined this project (an ``invert`` step is recorded)."""
+        return "invert" in self.params
 
     def _set_optional(self, key: str, value: torch.Tensor | None) -> None:
         if value is None:

@@ -101,7 +101,7 @@ def test_identical_images_give_zero_lpips_and_mse(pack) -> None:
     diff = fidelity(other, img, pack.lpips_alex)
     assert diff["mse"] > 0.001 and diff["lpips"] > 0.01 and diff["lpips_256"] > 0.01
     # LPIPS at 256 px is LPIPS of the upsampled images
-    from dhr_cli.pipeline import from_uint8
+    from dhr_cli.method.render import from_uint8
 
     up = torch.nn.functional.interpolate(
         from_uint8(other), size=256, mode="bilinear", align_corners=False

@@ -10,27 +10,28 @@ import pytest
 import torch
 from PIL import Image
 
-from dhr_cli.errors import BadData, InputMissing, OutputError, PartialFailure, UsageError
-from dhr_cli.faces import ffhq_quad
-from dhr_cli.pipeline import (
-    Engine,
-    EngineOptions,
-    about_input,
+from dhr_cli.app.batch import about_input, run_batch, shard_items
+from dhr_cli.app.engine import Engine, landmarks_for_quad
+from dhr_cli.app.invert import import_mask, invert_photo, mask_overlay, mask_photo
+from dhr_cli.app.naming import (
     drop_own_outputs,
     drop_repeats,
-    import_mask,
-    invert_photo,
-    landmarks_for_quad,
-    mask_overlay,
-    mask_photo,
     output_collisions,
     output_paths,
-    parse_shard,
-    parse_tau,
     recon_extension,
-    run_batch,
-    shard_items,
 )
+from dhr_cli.app.options import EngineOptions, TauSpec
+from dhr_cli.cli.app import flag_for
+from dhr_cli.cli.args import parse_shard, parse_tau
+from dhr_cli.errors import (
+    BadData,
+    InputMissing,
+    OutputError,
+    ParameterError,
+    PartialFailure,
+    UsageError,
+)
+from dhr_cli.faces import ffhq_quad
 from dhr_cli.project import Project
 
 
@@ -72,16 +73,18 @@ def test_parse_shard_and_split() -> None:
 
 def test_parse_tau() -> None:
     names = ("background", "skin", "l_eye", "r_eye")
-    assert parse_tau(None, names, {"skin": 0.7}, 0.6) == ({"skin": 0.7}, 0.6)
-    assert parse_tau("0.5", names, {"skin": 0.7}, 0.6) == ({}, 0.5)
-    table, default = parse_tau("skin=0.75, eyes=0.9, default=0.5", names, {"skin": 0.7}, 0.6)
+    assert parse_tau(None) is None
+    assert TauSpec().table(names, {"skin": 0.7}, 0.6) == ({"skin": 0.7}, 0.6)
+    assert parse_tau("0.5").table(names, {"skin": 0.7}, 0.6) == ({}, 0.5)
+    spec = parse_tau("skin=0.75, eyes=0.9, default=0.5")
+    table, default = spec.table(names, {"skin": 0.7}, 0.6)
     assert table == {"skin": 0.75, "l_eye": 0.9, "r_eye": 0.9} and default == 0.5
-    with pytest.raises(UsageError, match="unknown class"):
-        parse_tau("nose=0.8", names, {}, 0.6)
+    with pytest.raises(UsageError, match="tau: unknown class"):
+        parse_tau("nose=0.8").table(names, {}, 0.6)
     with pytest.raises(UsageError, match="not a number"):
-        parse_tau("skin=high", names, {}, 0.6)
+        parse_tau("skin=high")
     with pytest.raises(UsageError, match="'skin' is given twice"):
-        parse_tau("skin=0.7, eyes=0.8, skin=0.9", names, {}, 0.6)
+        parse_tau("skin=0.7, eyes=0.8, skin=0.9")
 
 
 def test_output_paths(tmp_path: Path) -> None:
@@ -257,7 +260,7 @@ def test_inputs_that_would_overwrite_each_other_fail_not_the_first(tmp_path: Pat
 @pytest.mark.parametrize("method", ["encoder", "pti", "feature", "dhr"])
 def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: str) -> None:
     engine = Engine(pack, EngineOptions(method=method, **FAST))
-    rec = invert_photo(engine, photo, output=tmp_path, progress=False)
+    rec = invert_photo(engine, photo, output=tmp_path)
     p = Project.load(rec["project"])
     assert p.pack == "synthetic" and p.wplus.shape == (1, 10, 64)
     assert p.quad is not None and p.crop_to_photo is not None
@@ -279,8 +282,7 @@ def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: 
     if method == "feature":
         assert inv["feature_mask"] == "none"
     # the reconstruction file is exactly what the stored project renders
-    from dhr_cli.method.refine import render_stored
-    from dhr_cli.pipeline import to_uint8
+    from dhr_cli.method.render import render_stored, to_uint8
 
     img = np.asarray(Image.open(rec["recon"]).convert("RGB"))
     np.testing.assert_array_equal(img, to_uint8(render_stored(pack.generator, p)))
@@ -290,19 +292,19 @@ def test_invert_reuses_stored_and_imported_masks(
     pack, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     engine = Engine(pack, EngineOptions(method="dhr", **FAST))
-    m = mask_photo(engine, photo, output=tmp_path, progress=False)
+    m = mask_photo(engine, photo, output=tmp_path)
     assert m["mask_source"] == "computed" and Path(m["mask_overlay"]).is_file()
     stored = Project.load(m["project"]).mask
     reuse = Engine(pack, EngineOptions(method="dhr", steps=2))
-    rec = invert_photo(reuse, photo, output=tmp_path, progress=False)
+    rec = invert_photo(reuse, photo, output=tmp_path)
     assert rec["faces"][0]["mask_source"] == "stored (computed)"
     assert torch.equal(Project.load(rec["project"]).mask, stored)
     # segmentation options ask for a new mask
     again = invert_photo(
-        Engine(pack, EngineOptions(method="dhr", steps=2, coarse_steps=2, tau="0.01")),
+        Engine(pack, EngineOptions(method="dhr", steps=2, coarse_steps=2, tau=parse_tau("0.01"))),
         photo,
         output=tmp_path,
-        progress=False,
+
     )
     assert again["faces"][0]["mask_source"] == "computed"
     assert again["faces"][0]["in_domain_fraction"] < 0.5  # a tiny tau marks nearly all out
@@ -310,7 +312,7 @@ def test_invert_reuses_stored_and_imported_masks(
     painted = np.full((64, 64), 255, np.uint8)
     painted[:, :16] = 0  # left quarter out-of-domain
     Image.fromarray(painted).save(tmp_path / "hand.png")
-    imp = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "hand.png", progress=False)
+    imp = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "hand.png")
     assert imp["mask_source"] == "imported" and imp["in_domain_fraction"] == 0.75
     # the user is told the refinement is gone, not only that the mask changed
     assert "refinement was removed" in " ".join(capsys.readouterr().err.split())
@@ -319,7 +321,7 @@ def test_invert_reuses_stored_and_imported_masks(
     # the refinement fitted to the old mask is dropped (history kept)
     assert p.feature is None and not p.deltas and "invert" not in p.params
     assert [h.step for h in p.history].count("invert") == 2
-    rec2 = invert_photo(reuse, photo, output=tmp_path, progress=False)
+    rec2 = invert_photo(reuse, photo, output=tmp_path)
     assert rec2["faces"][0]["mask_source"] == "stored (imported)"
 
 
@@ -352,38 +354,48 @@ def test_import_mask_shapes(pack, photo: Path, tmp_path: Path) -> None:
             import_mask(picture, al, ph, 64)
 
 
+def _as_flags(e: ParameterError) -> str:
+    return str(e.for_names(flag_for))
+
+
 def test_engine_rejects_bad_layer_and_work_res(pack) -> None:
-    with pytest.raises(UsageError, match="--layer"):
+    # the engine names its parameters; the command line shows them as its flags
+    with pytest.raises(ParameterError, match="^layer 12 is out of range") as e:
         Engine(pack, EngineOptions(layer=12))
-    with pytest.raises(UsageError, match="--work-res"):
+    assert _as_flags(e.value).startswith("--layer 12 is out of range")
+    with pytest.raises(ParameterError, match="^work_res 100") as e:
         Engine(pack, EngineOptions(work_res=100))
-    with pytest.raises(UsageError, match="beyond the working resolution"):
+    assert _as_flags(e.value).startswith("--work-res 100")
+    with pytest.raises(UsageError, match="beyond the working resolution") as e:
         Engine(pack, EngineOptions(layer=7, work_res=16))
+    assert "raise --work-res or choose a lower --layer" in _as_flags(e.value)
     # weights are tuned in the first --weight-steps of --steps: more cannot be done
-    with pytest.raises(UsageError, match="--weight-steps 5 is more than the 2 refinement"):
+    with pytest.raises(UsageError, match="weight_steps 5 is more than the 2 refinement") as e:
         Engine(pack, EngineOptions(steps=2, weight_steps=5))
-    with pytest.raises(UsageError, match="--weight-steps 101 is more than the 100"):
+    assert "--weight-steps 5 is more than the 2 refinement" in _as_flags(e.value)
+    with pytest.raises(UsageError, match="weight_steps 101 is more than the 100"):
         Engine(pack, EngineOptions(weight_steps=101))
     Engine(pack, EngineOptions(steps=2, weight_steps=2))
-    with pytest.raises(UsageError, match="--tau and --tau-quantile"):
-        Engine(pack, EngineOptions(tau="0.7", tau_quantile=0.5))
+    with pytest.raises(UsageError, match="tau and tau_quantile"):
+        Engine(pack, EngineOptions(tau=parse_tau("0.7"), tau_quantile=0.5))
     Engine(pack, EngineOptions(method="feature", steps=2, weight_steps=5))  # unused there
 
 
 def test_options_a_method_does_not_read_are_named() -> None:
-    assert EngineOptions(method="dhr", steps=3, tau="0.5", layer=4).unused_options() == []
+    tau = parse_tau("0.5")
+    assert EngineOptions(method="dhr", steps=3, tau=tau, layer=4).unused_options() == []
     assert EngineOptions(method="encoder", steps=3, work_res=32).unused_options() == [
-        "--steps",
-        "--work-res",
+        "steps",
+        "work_res",
     ]
     pti = EngineOptions(method="pti", weight_steps=5, lr_feature=0.1, coarse_steps=3, layer=4)
-    assert pti.unused_options() == ["--weight-steps", "--layer", "--lr-feature", "--coarse-steps"]
+    assert pti.unused_options() == ["weight_steps", "layer", "lr_feature", "coarse_steps"]
     assert EngineOptions(method="pti", pivot="e4e", pivot_steps=9).unused_options() == [
-        "--pivot-steps"
+        "pivot_steps"
     ]
     assert EngineOptions(method="feature", pivot="e4e", tau_quantile=0.5).unused_options() == [
-        "--pivot",
-        "--tau-quantile",
+        "pivot",
+        "tau_quantile",
     ]
 
 
@@ -394,14 +406,14 @@ def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
 
     from skimage.data import astronaut
 
+    from dhr_cli.app.options import FaceOptions
     from dhr_cli.packs import random_pack, synthetic_settings
-    from dhr_cli.pipeline import FaceOptions
 
     pack = random_pack(2, settings=replace(synthetic_settings({}), aligned_input=False))
     rgb = astronaut()
     Image.fromarray(rgb).save(tmp_path / "astro.png")
     engine = Engine(pack, EngineOptions(method="encoder", faces=FaceOptions(detector="mtcnn")))
-    rec = invert_photo(engine, tmp_path / "astro.png", progress=False)
+    rec = invert_photo(engine, tmp_path / "astro.png")
     assert rec["recon"] == str(tmp_path / "astro.recon.png")
     out = np.asarray(Image.open(rec["recon"]).convert("RGB"))
     assert out.shape == rgb.shape
@@ -412,14 +424,14 @@ def test_photo_is_detected_aligned_and_pasted_back(tmp_path: Path) -> None:
     quad = p.quad.clone()
     assert not torch.equal(p.crop_to_photo, torch.eye(3, dtype=torch.float64))
     # a second run re-creates the crop from the stored quad (no drift)
-    invert_photo(engine, tmp_path / "astro.png", progress=False)
+    invert_photo(engine, tmp_path / "astro.png")
     assert torch.allclose(Project.load(rec["project"]).quad, quad, atol=1e-9)
 
     # a mask painted on the photo itself is warped into the aligned crop
     painted = np.full(rgb.shape[:2], 255, np.uint8)
     painted[:, :215] = 0  # keep everything left of the nose
     Image.fromarray(painted).save(tmp_path / "painted.png")
-    m = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "painted.png", progress=False)
+    m = mask_photo(engine, Path(rec["project"]), from_mask=tmp_path / "painted.png")
     crop_mask = Project.load(m["project"]).mask[0, 0]
     assert crop_mask[:, :8].mean() == 0 and crop_mask[:, -8:].mean() == 1
 
@@ -430,17 +442,17 @@ def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> N
     local = tmp_path / "face.png"
     shutil.copy(photo, local)
     engine = Engine(pack, EngineOptions(method="encoder"))
-    first = invert_photo(engine, local, progress=False)
-    again = invert_photo(engine, Path(first["project"]), progress=False)
+    first = invert_photo(engine, local)
+    again = invert_photo(engine, Path(first["project"]))
     assert again["project"] == first["project"] and again["input"] == str(local)
     assert [h.step for h in Project.load(first["project"]).history] == ["invert", "invert"]
 
     # a project that `-o out/` put elsewhere: its reconstruction is rewritten beside it, in
     # out/, not into the photo's folder
     out = tmp_path / "out"
-    moved = invert_photo(engine, local, output=out, progress=False)
+    moved = invert_photo(engine, local, output=out)
     before = sorted(p.name for p in tmp_path.iterdir())
-    redo = invert_photo(engine, Path(moved["project"]), progress=False)
+    redo = invert_photo(engine, Path(moved["project"]))
     assert redo["project"] == str(out / "face.png.dhr")
     assert redo["recon"] == str(out / "face.recon.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == before

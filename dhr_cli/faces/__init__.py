@@ -6,87 +6,68 @@
 - `paste`: `paste_back` (inverse warp + feathered blend into the full-resolution photo).
 
 Coordinates everywhere: pixel (i, j) has its centre at (x=i, y=j).
+
+The names below load their module on first use, so that image I/O stays free of torch (the
+command line names its files before any model loads).
 """
 
 from __future__ import annotations
 
-from .alignment import (
-    ENCODER_SIZE,
-    GENERATOR_SIZE,
-    AlignedFace,
-    align,
-    align_photo,
-    crop_to_photo_points,
-    ffhq_quad,
-    ffhq_template,
-    identity_alignment,
-    photo_to_crop,
-    quad_to_matrix,
-    rescale_crop_matrix,
-)
-from .detection import (
-    DEFAULT_MAX_SIDE,
-    DEFAULT_MIN_FACE,
-    DETECTORS,
-    Face,
-    detect,
-    find_faces,
-    load_detector,
-    mtcnn_detector,
-    retinaface_detector,
-    select_faces,
-)
-from .image_io import (
-    DEFAULT_MAX_PIXELS,
-    SAVE_FORMATS,
-    Photo,
-    as_rgb,
-    check_image,
-    load_image,
-    output_format,
-    photo_from_array,
-    save_image,
-    suffix_format,
-    unused_quality,
-)
-from .paste import DEFAULT_BLEND_RADIUS, feather_mask, paste_alpha, paste_back
+from importlib import import_module
 
-__all__ = [
-    "DEFAULT_BLEND_RADIUS",
-    "DEFAULT_MAX_PIXELS",
-    "DEFAULT_MAX_SIDE",
-    "DEFAULT_MIN_FACE",
-    "DETECTORS",
-    "ENCODER_SIZE",
-    "GENERATOR_SIZE",
-    "SAVE_FORMATS",
-    "AlignedFace",
-    "Face",
-    "Photo",
-    "align",
-    "align_photo",
-    "as_rgb",
-    "check_image",
-    "crop_to_photo_points",
-    "detect",
-    "feather_mask",
-    "ffhq_quad",
-    "ffhq_template",
-    "find_faces",
-    "identity_alignment",
-    "load_detector",
-    "load_image",
-    "mtcnn_detector",
-    "output_format",
-    "paste_alpha",
-    "paste_back",
-    "photo_from_array",
-    "photo_to_crop",
-    "quad_to_matrix",
-    "rescale_crop_matrix",
-    "retinaface_detector",
-    "save_image",
-    "select_faces",
-    "suffix_format",
-    "unused_quality",
-]
+_LAZY: dict[str, str] = {
+    "ENCODER_SIZE": ".alignment",
+    "GENERATOR_SIZE": ".alignment",
+    "AlignedFace": ".alignment",
+    "align": ".alignment",
+    "align_photo": ".alignment",
+    "crop_to_photo_points": ".alignment",
+    "ffhq_quad": ".alignment",
+    "ffhq_template": ".alignment",
+    "identity_alignment": ".alignment",
+    "photo_to_crop": ".alignment",
+    "quad_to_matrix": ".alignment",
+    "rescale_crop_matrix": ".alignment",
+    "DEFAULT_MAX_SIDE": ".detection",
+    "DEFAULT_MIN_FACE": ".detection",
+    "DETECTORS": ".detection",
+    "Face": ".detection",
+    "detect": ".detection",
+    "find_faces": ".detection",
+    "load_detector": ".detection",
+    "mtcnn_detector": ".detection",
+    "retinaface_detector": ".detection",
+    "select_faces": ".detection",
+    "DEFAULT_MAX_PIXELS": ".image_io",
+    "SAVE_FORMATS": ".image_io",
+    "Photo": ".image_io",
+    "as_rgb": ".image_io",
+    "check_image": ".image_io",
+    "load_image": ".image_io",
+    "output_format": ".image_io",
+    "photo_from_array": ".image_io",
+    "save_image": ".image_io",
+    "suffix_format": ".image_io",
+    "unused_quality": ".image_io",
+    "DEFAULT_BLEND_RADIUS": ".paste",
+    "feather_mask": ".paste",
+    "paste_alpha": ".paste",
+    "paste_back": ".paste",
+    "paste_faces": ".paste",
+    "resize_rgb": ".paste",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -9,6 +9,8 @@ face region changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from PIL import Image
 from scipy.ndimage import distance_transform_edt, gaussian_filter
@@ -159,3 +161,34 @@ def _warp_into_photo(
         feather[..., None], size, Image.Transform.AFFINE, data, Image.Resampling.BILINEAR
     )
     return (y0, y1, x0, x1), warped, alpha[..., 0].clip(0.0, 1.0)
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 resized to (width, height) with Lanczos (unchanged when it fits)."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
+def paste_faces(
+    photo: Photo,
+    faces: Sequence[tuple[np.ndarray, AlignedFace | np.ndarray | None, int | None]],
+    *,
+    blend_radius: float = DEFAULT_BLEND_RADIUS,
+) -> np.ndarray:
+    """Every face's aligned crop pasted back into the photo, in order: the one paste of
+    `dhr invert`'s reconstruction and of `dhr edit`, so a zero edit writes the same bytes.
+
+    Each face is (crop, alignment, crop size): the alignment an `AlignedFace` or its
+    crop_to_photo matrix (for a crop of that size), or None when the crop *is* the photo (an
+    aligned input), which is then resized to the photo.
+    """
+    image = photo.rgb
+    for crop, where, align_size in faces:
+        if where is None or (isinstance(where, AlignedFace) and where.identity):
+            image = resize_rgb(crop, (photo.width, photo.height))
+        else:
+            image = paste_back(
+                image, crop, where, align_size=align_size, blend_radius=blend_radius
+            )
+    return image

@@ -1,6 +1,6 @@
 """Hybrid Modulation Refinement (Cao et al., Sec. 3.3, Eqs. 3-7) and the baselines it is measured
 against, on one code path. Every method returns a `Refinement` that the project file stores
-the same way, and `render` / `render_stored` reproduce its image.
+the same way, and `render.render` / `render.render_stored` reproduce its image.
 
 Methods (`METHODS`):
 
@@ -33,9 +33,8 @@ count, i.e. weighs its MSE 3x against LPIPS).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,9 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from ..nets.perceptual import resize_image
-from ..nets.weight_delta import apply_delta, compute_delta, restore, snapshot
+from ..nets.weight_delta import compute_delta, snapshot
 from .losses import TargetLPIPS, region_losses
 from .projector import ProjectorConfig, project_w
+from .recipe import RenderRecipe
 
 __all__ = [
     "METHODS",
@@ -55,11 +55,7 @@ __all__ = [
     "hybrid_gradients",
     "refine_hybrid",
     "refine_pti",
-    "render",
-    "render_stored",
-    "stored_feature_mask",
     "synthesis_parameters",
-    "tuned",
 ]
 
 METHODS: tuple[str, ...] = ("encoder", "pti", "feature", "dhr")
@@ -153,14 +149,14 @@ class Refinement:
     steps_run: int = 0
     losses: dict[str, float] = field(default_factory=dict)  # last step's losses
 
-    def render_params(self) -> dict[str, Any]:
+    def recipe(self) -> RenderRecipe:
         """How to render this result (stored in the project's invert params)."""
-        return {
-            "method": self.method,
-            "layer": self.layer,
-            "feature_mask": "in_domain" if self.feature_mask else "none",
-            "steps_run": self.steps_run,
-        }
+        return RenderRecipe(
+            method=self.method,
+            layer=self.layer,
+            feature_mask="in_domain" if self.feature_mask else "none",
+            steps_run=self.steps_run,
+        )
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -453,86 +449,3 @@ def refine(
             callback=callback,
         )
     raise ValueError(f"unknown method {method!r}")
-
-
-# --------------------------------------------------------------------------------- rendering
-
-
-@contextlib.contextmanager
-def tuned(
-    generator: torch.nn.Module, deltas: Mapping[str, torch.Tensor] | None
-) -> Iterator[torch.nn.Module]:
-    """The generator with theta + delta applied for the duration of the block (restored
-    exactly afterwards)."""
-    if not deltas:
-        yield generator
-        return
-    names = dict(generator.named_parameters())
-    unknown = [n for n in deltas if n not in names]
-    if unknown:  # a project of another generator, or edited by hand: bad data, not a bug
-        raise ValueError(f"delta for {unknown[0]!r}, a parameter the generator does not have")
-    base = snapshot(generator, list(deltas))
-    try:
-        apply_delta(generator, dict(deltas))
-        yield generator
-    finally:
-        restore(generator, base)
-
-
-@torch.no_grad()
-def render(
-    generator: torch.nn.Module,
-    wplus: torch.Tensor,
-    *,
-    deltas: Mapping[str, torch.Tensor] | None = None,
-    feature: torch.Tensor | None = None,
-    layer: int | None = None,
-    feature_mask: torch.Tensor | None = None,
-    stop_at: int | None = None,
-) -> torch.Tensor:
-    """Image [B, 3, S, S] of W+ through theta + delta with the stored feature (Eq. 4 with
-    `feature_mask`, or a plain replacement without). The one rendering path for invert's
-    reconstruction and for edits (pass the edited W+)."""
-    device = next(generator.parameters()).device
-    with tuned(generator, deltas):
-        if feature is None:
-            return generator(wplus.to(device), stop_at=stop_at)
-        return generator(
-            wplus.to(device),
-            stop_at=stop_at,
-            feature_layer=layer,
-            feature=feature.to(device),
-            feature_mask=None if feature_mask is None else feature_mask.to(device),
-        )
-
-
-def stored_feature_mask(project: Any) -> torch.Tensor | None:
-    """The in-domain mask a project's stored feature is mixed by (Eq. 4), or None when the
-    project has no feature, no mask, or replaces f_l everywhere (`feature`)."""
-    info = (project.params or {}).get("invert", {})
-    if project.feature is None or info.get("feature_mask", "in_domain") != "in_domain":
-        return None
-    return project.mask
-
-
-def render_stored(
-    generator: torch.nn.Module, project: Any, *, wplus: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Render a project file's result (any method), optionally with another W+ (an edit).
-
-    Uses `project.params["invert"]` ("layer", "feature_mask") to know how the feature enters.
-    """
-    info = (project.params or {}).get("invert", {})
-    feature = project.feature
-    mask = stored_feature_mask(project)
-    layer = info.get("layer")
-    if feature is not None and layer is None:
-        raise ValueError("project has a feature but no feature layer in its invert params")
-    return render(
-        generator,
-        project.wplus if wplus is None else wplus,
-        deltas=project.deltas,
-        feature=feature,
-        layer=layer,
-        feature_mask=mask,
-    )

@@ -106,7 +106,7 @@ class GeneratorConfig:
         if not self.channels:
             object.__setattr__(self, "channels", config_f_channels(self.size))
         chans = {int(k): int(v) for k, v in self.channels.items()}
-        missing = [r for r in _resolutions(self.size) if r not in chans]
+        missing = [r for r in resolutions(self.size) if r not in chans]
         if missing:
             raise ValueError(f"channel table lacks resolutions {missing}")
         object.__setattr__(self, "channels", chans)
@@ -148,7 +148,8 @@ class GeneratorConfig:
         return cls.from_dict(json.loads(s))
 
 
-def _resolutions(size: int) -> list[int]:
+def resolutions(size: int) -> list[int]:
+    """The generator's block resolutions 4, 8, ..., size."""
     return [2**i for i in range(2, int(math.log2(size)) + 1)]
 
 
@@ -557,7 +558,7 @@ class Generator(nn.Module):
             r = self.conv_resolution(layer)
             self.noises.register_buffer(f"noise_{layer}", torch.randn(1, 1, r, r))
         in_ch = ch[4]
-        for r in _resolutions(config.size)[1:]:
+        for r in resolutions(config.size)[1:]:
             out_ch = ch[r]
             self.convs.append(
                 StyledConv(

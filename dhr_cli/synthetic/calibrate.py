@@ -44,8 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..faces import identity_alignment
 from ..files import atomic_write_json
+from ..method.projector import ProjectorConfig
+from ..method.segment import SegmentConfig, segment, superpixel_classes
 from . import classes as C
+from .benchset import make_benchset
 
 CALIBRATION_SEED = 20251
 CANDIDATE_LAYERS = (3, 5, 7)
@@ -73,13 +77,7 @@ class SceneStats:
 
 def collect(pack: Any, scenes: Sequence[Any], coarse_res: int = 64) -> list[SceneStats]:
     """Run the coarse inversion + superpixel scoring + parser on each scene."""
-    from ..method.projector import ProjectorConfig
-    from ..method.segment import (
-        SegmentConfig,
-        segment,
-        superpixel_classes,
-    )
-    from ..pipeline import from_uint8
+    from ..method.render import from_uint8
 
     s = pack.settings
     out = []
@@ -225,9 +223,9 @@ def layer_study(
     pack: Any, scenes: Sequence[Any], settings: Any, layers: Sequence[int]
 ) -> dict[str, Any]:
     """DHR with each candidate layer: reconstruction and smile-edit errors (MSE in [-1, 1])."""
-    from ..faces import identity_alignment
-    from ..method.refine import render
-    from ..pipeline import Engine, EngineOptions, from_uint8
+    from ..app.engine import Engine
+    from ..app.options import EngineOptions
+    from ..method.render import from_uint8, render
 
     direction = pack.directions.get("smile") if pack.directions else None
     out: dict[str, Any] = {}
@@ -273,8 +271,6 @@ def run(
     compare_128: bool = False,
     log=print,
 ) -> dict[str, Any]:
-    from .benchset import make_benchset
-
     if seed == 0:
         raise ValueError("seed 0 is the benchmark set's; calibrate on other seeds")
     bench = make_benchset(n, seed)

@@ -11,31 +11,27 @@ import pytest
 import torch
 from PIL import Image
 
-from dhr_cli.errors import BadData, InputMissing, UsageError
-from dhr_cli.method.edit import (
-    GANSPACE_PRESETS,
-    Direction,
-    DirectionLibrary,
-    EditRequest,
-    EditSession,
-    GanspaceEdit,
-    GanspacePCA,
-    LinearEdit,
-    apply_edits,
-    as_rows,
-    edit_blend_mask,
-    edit_tag,
-    is_edit_tag,
-    latest_project,
-    load_direction_file,
+from dhr_cli.app.directions import DirectionLibrary, load_direction_file, rows_in
+from dhr_cli.app.edit import EditSession, latest_project, strip_image
+from dhr_cli.app.naming import edit_tag, is_edit_tag
+from dhr_cli.app.request import GANSPACE_PRESETS, EditRequest
+from dhr_cli.cli.args import (
     parse_direction_arg,
     parse_ganspace,
     parse_layers,
     parse_named,
     parse_sweep,
-    render_edit,
-    strip_image,
 )
+from dhr_cli.errors import BadData, InputMissing, UsageError
+from dhr_cli.method.edits import (
+    Direction,
+    GanspaceEdit,
+    GanspacePCA,
+    LinearEdit,
+    apply_edits,
+    as_rows,
+)
+from dhr_cli.method.render import edit_blend_mask, render_edit
 
 # --------------------------------------------------------------------------------- parsing
 
@@ -46,13 +42,15 @@ def test_parse_named_and_layers() -> None:
     for bad in ("smile", "=1", "smile=abc", "smile=nan"):
         with pytest.raises(UsageError):
             parse_named(bad)
-    assert parse_layers(None) is None
-    assert parse_layers("2:5", 10) == (2, 5)
-    assert parse_layers("4:", 10) == (4, 10)
-    assert parse_layers(":3", 10) == (0, 3)
-    for bad in ("5:3", "3:3", "a:b", ":", "1-4", "0:11"):
+    assert parse_layers(None) is None and rows_in(None, 10) is None
+    assert rows_in(parse_layers("2:5"), 10) == (2, 5)
+    assert rows_in(parse_layers("4:"), 10) == (4, 10)
+    assert rows_in(parse_layers(":3"), 10) == (0, 3)
+    for bad in ("5:3", "3:3", "a:b", ":", "1-4"):
         with pytest.raises(UsageError):
-            parse_layers(bad, 10)
+            parse_layers(bad)
+    with pytest.raises(UsageError, match="only 10 rows"):
+        rows_in(parse_layers("0:11"), 10)
 
 
 def test_parse_ganspace_presets_and_raw() -> None:
@@ -89,7 +87,7 @@ def test_request_rejects_duplicates() -> None:
         EditRequest(named=[("smile", 1.0)], sweep=parse_sweep("smile=-1:1:3"))
     assert EditRequest(named=[("age", 1.0)], sweep=parse_sweep("smile=-1:1:3")).sweep
     with pytest.raises(UsageError):
-        EditRequest(named=[("smile", 1.0)], layers="x")
+        EditRequest(named=[("smile", 1.0)], layers=parse_layers("x"))
     assert EditRequest().empty and not EditRequest(named=[("age", 0.0)]).empty
 
 
@@ -285,8 +283,10 @@ FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
 def edit_folder(tmp_path_factory: pytest.TempPathFactory):
     """A photo with a DHR project made by a random-weight pack, and that pack with two
     random directions standing in for the synthetic pack's."""
+    from dhr_cli.app.engine import Engine
+    from dhr_cli.app.invert import invert_photo
+    from dhr_cli.app.options import EngineOptions
     from dhr_cli.packs import random_pack
-    from dhr_cli.pipeline import Engine, EngineOptions, invert_photo
     from dhr_cli.synthetic.benchset import make_sample
 
     torch.set_num_threads(1)
@@ -300,7 +300,7 @@ def edit_folder(tmp_path_factory: pytest.TempPathFactory):
     photo = folder / "face.png"
     Image.fromarray(make_sample(2, "occluded", 99).image).save(photo)
     engine = Engine(pack, EngineOptions(method="dhr", **FAST))
-    rec = invert_photo(engine, photo, progress=False)
+    rec = invert_photo(engine, photo)
     return pack, folder, photo, Path(rec["project"]), Path(rec["recon"])
 
 
@@ -323,14 +323,14 @@ def test_zero_edit_reproduces_the_reconstruction_bytes(edit_folder) -> None:
 
 
 def test_edit_renders_through_the_stored_refinement(edit_folder) -> None:
-    from dhr_cli.method.refine import render
+    from dhr_cli.method.render import render
     from dhr_cli.project import Project
 
     pack, folder, photo, project, recon = edit_folder
     p = Project.load(project)
     assert p.params["invert"]["method"] == "dhr" and p.feature is not None and p.deltas
     lib = DirectionLibrary(pack)
-    edits = lib.resolve(EditRequest(named=[("smile", 2.0)], layers="0:6"))
+    edits = lib.resolve(EditRequest(named=[("smile", 2.0)], layers=parse_layers("0:6")))
     w = apply_edits(p.wplus, edits)
     ref = render(
         pack.generator,
@@ -465,9 +465,11 @@ def test_zero_edit_of_a_real_photo_reproduces_the_pasted_reconstruction(tmp_path
 
     from skimage.data import astronaut
 
+    from dhr_cli.app.engine import Engine
+    from dhr_cli.app.invert import invert_photo
+    from dhr_cli.app.options import EngineOptions
     from dhr_cli.faces import ffhq_quad
     from dhr_cli.packs import random_pack, synthetic_settings
-    from dhr_cli.pipeline import Engine, EngineOptions, invert_photo
     from dhr_cli.project import Project, default_path
 
     torch.set_num_threads(1)
@@ -482,7 +484,7 @@ def test_zero_edit_of_a_real_photo_reproduces_the_pasted_reconstruction(tmp_path
     seed = Project.for_photo(photo, wplus=torch.zeros(1, 10, 64), pack="synthetic")
     seed.quad = torch.from_numpy(ffhq_quad(landmarks))
     seed.save(default_path(photo))
-    rec = invert_photo(Engine(pack, EngineOptions(method="dhr", **FAST)), photo, progress=False)
+    rec = invert_photo(Engine(pack, EngineOptions(method="dhr", **FAST)), photo)
     p = Project.load(rec["project"])
     assert p.params["invert"]["identity_alignment"] is False and p.mask is not None
 

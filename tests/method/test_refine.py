@@ -12,9 +12,9 @@ from dhr_cli.method.refine import (
     _trainable_copy,
     hybrid_gradients,
     refine,
-    render,
     synthesis_parameters,
 )
+from dhr_cli.method.render import render
 
 LAYER = 5
 

@@ -21,9 +21,10 @@ import typer
 from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
-from . import __version__
-from .errors import EXIT_CODE_HELP, DhrError, ExitCode, UsageError
-from .runtime import Settings, check_device_spec
+from .. import __version__
+from ..errors import EXIT_CODE_HELP, DhrError, ExitCode, ParameterError, UsageError
+from ..runtime import Settings, check_device_spec
+from .args import parse_layers, parse_tau
 
 _EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(f"{int(c)} {h}" for c, h in EXIT_CODE_HELP.items())
 _GLOBAL = "Global options"
@@ -148,7 +149,7 @@ def _settings() -> Settings:
 
 def _apply_globals(values: dict[str, Any]) -> Settings:
     """Merge global options given at this level into the invocation's Settings."""
-    from . import console
+    from .. import console
 
     s = _settings()
     if values.get("device") is not None:
@@ -381,7 +382,7 @@ QualityOpt = Annotated[
 
 
 def _device_str() -> str:
-    from .runtime import resolve_device
+    from ..runtime import resolve_device
 
     return str(resolve_device(_settings().device))
 
@@ -392,8 +393,8 @@ def _without_own_outputs(inputs: list[Path]) -> list[Path]:
     in the batch too) that a glob over the photos' folder picks up."""
     if len(inputs) < 2:
         return inputs
-    from . import console
-    from .pipeline import drop_own_outputs, drop_repeats
+    from .. import console
+    from ..app.naming import drop_own_outputs, drop_repeats
 
     inputs, repeats = drop_repeats(inputs)
     if repeats:
@@ -418,8 +419,8 @@ def _pack_for(pack: str | None, inputs: list[Path]) -> str:
     Following the project keeps `dhr invert x.jpg --pack synthetic; dhr mask x.jpg` on one pack
     instead of starting the project afresh with another.
     """
-    from .packs import check_pack_name
-    from .project import project_path_for, read_metadata
+    from ..packs import check_pack_name
+    from ..project import project_path_for, read_metadata
 
     if pack is not None:
         return check_pack_name(pack)
@@ -435,7 +436,7 @@ def _pack_for(pack: str | None, inputs: list[Path]) -> str:
 
 
 def _report_batch(result: Any, label: str) -> None:
-    from . import console
+    from .. import console
 
     s = _settings()
     if s.json:
@@ -585,7 +586,8 @@ def invert_cmd(
     The project also records the in-domain mask (stored by `dhr mask`, reused if present),
     the refined feature and generator weight delta; `dhr edit` reads it.
     """
-    from .pipeline import FaceOptions, parse_shard
+    from ..app.options import FaceOptions
+    from .args import parse_shard
 
     if not inputs:
         raise UsageError("give at least one photo", hint="dhr invert photo.jpg")
@@ -607,7 +609,7 @@ def invert_cmd(
         quality=quality,
     )
     if fmt is not None:
-        from .faces import output_format
+        from ..faces import output_format
 
         output_format("x", fmt)  # unknown formats fail before any work
     engine_options = dict(
@@ -619,7 +621,7 @@ def invert_cmd(
         lr_feature=lr_feature,
         work_res=work_res,
         coarse_steps=coarse_steps,
-        tau=tau,
+        tau=parse_tau(tau),
         tau_quantile=tau_quantile,
         pivot=pivot,
         pivot_steps=pivot_steps,
@@ -643,27 +645,23 @@ def _run_engine(
     shard: tuple[int, int] | None,
     from_mask: Path | None = None,
 ) -> None:
-    from . import console
-    from .faces.image_io import IMAGE_SUFFIXES, check_image, unused_quality
-    from .files import ensure_folder
-    from .packs import apply_cpu_threads, load_pack
-    from .pipeline import (
-        Engine,
-        EngineOptions,
-        invert_photo,
-        mask_photo,
-        output_collisions,
-        output_paths,
-        run_batch,
-    )
-    from .project import SUFFIX
-    from .runtime import seed_everything
+    from .. import console
+    from ..app.batch import run_batch
+    from ..app.engine import Engine, console_progress
+    from ..app.invert import invert_photo, mask_photo
+    from ..app.naming import output_collisions, output_paths
+    from ..app.options import EngineOptions
+    from ..faces.image_io import IMAGE_SUFFIXES, check_image, unused_quality
+    from ..files import ensure_folder
+    from ..packs import apply_cpu_threads, load_pack
+    from ..project import SUFFIX
+    from ..runtime import seed_everything
 
     s = _settings()
     inputs = _without_own_outputs(inputs)
     many = len(inputs) > 1
     if len(inputs) == 1 and not inputs[0].exists():
-        from .errors import not_found
+        from ..errors import not_found
 
         raise not_found(inputs[0])
     if output is not None and len(inputs) > 1 and output.suffix == SUFFIX:
@@ -684,18 +682,23 @@ def _run_engine(
         pack_name, device=_device_str(), models_dir=s.models_dir, offline=s.offline or None
     )
     apply_cpu_threads(the_pack)
-    engine = Engine(the_pack, EngineOptions(seed=s.seed, **engine_options))
+    show = not s.quiet and not s.json
+    engine = Engine(
+        the_pack,
+        EngineOptions(seed=s.seed, **engine_options),
+        progress=console_progress if show else None,
+    )
     segment = (
         which == "mask"
         and from_mask is None
         or (which == "invert" and engine.options.method == "dhr")
     )
     need = engine.needs(segment=segment)
-    unused = engine.options.unused_options()
+    unused = [flag_for(name) for name in engine.options.unused_options()]
     if unused:  # e.g. a loop over methods with one set of options: say so, but go on
         console.log.warn(f"{', '.join(unused)}: not used by --method {engine.options.method}")
     f = engine.options.faces
-    ignored = f.detection_options() if the_pack.settings.aligned_input else []
+    ignored = [flag_for(n) for n in f.detection_options()] if the_pack.settings.aligned_input else []
     if ignored:  # `--face 2` that silently edits the only face would be a surprise
         console.log.warn(
             f"{', '.join(ignored)}: not used with the {pack_name} pack "
@@ -704,12 +707,11 @@ def _run_engine(
     if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
         console.log.warn(warning)
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
-    show = not s.quiet and not s.json
     if which == "invert":
 
         def work(path: Path) -> dict[str, Any]:
             return invert_photo(
-                engine, path, output=output, many=many, skip_existing=skip_existing, progress=show
+                engine, path, output=output, many=many, skip_existing=skip_existing
             )
     else:
 
@@ -721,7 +723,6 @@ def _run_engine(
                 many=many,
                 from_mask=from_mask,
                 skip_existing=skip_existing,
-                progress=show,
             )
 
     console.log.debug(f"pack {pack_name} on {the_pack.device}: {the_pack.describe()}")
@@ -761,7 +762,8 @@ def mask_cmd(
 
     The overlay is <stem>.mask.png: red = out-of-domain, kept as in the photo.
     """
-    from .pipeline import FaceOptions, parse_shard
+    from ..app.options import FaceOptions
+    from .args import parse_shard
 
     if not inputs:
         raise UsageError("give at least one photo or project file", hint="dhr mask photo.jpg")
@@ -770,14 +772,14 @@ def mask_cmd(
         if len(inputs) > 1:
             raise UsageError("--from imports one mask for one photo")
         if not from_mask.is_file():
-            from .errors import not_found
+            from ..errors import not_found
 
             raise not_found(from_mask, "mask file")
     shard_kn = parse_shard(shard)
     faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
     engine_options = dict(
         method="dhr",
-        tau=tau,
+        tau=parse_tau(tau),
         tau_quantile=tau_quantile,
         coarse_steps=coarse_steps,
         faces=faces,
@@ -951,21 +953,15 @@ def edit_cmd(
     Examples: `dhr edit --smile 1.5` (the newest project here), `dhr edit photo.jpg --age -1`,
     `dhr edit photo.jpg --sweep smile=-3:3:7 --frames`, `dhr edit --list`.
     """
-    from . import console
-    from .method.edit import (
-        EditRequest,
-        EditSession,
-        latest_project,
-        parse_direction_arg,
-        parse_ganspace,
-        parse_named,
-        parse_sweep,
-    )
-    from .pipeline import parse_shard, run_batch, shard_items
+    from .. import console
+    from ..app.batch import run_batch, shard_items
+    from ..app.edit import EditSession, latest_project
+    from ..app.request import EditRequest
+    from .args import parse_direction_arg, parse_ganspace, parse_named, parse_shard, parse_sweep
 
     s = _settings()
     if pack is not None:
-        from .packs import check_pack_name
+        from ..packs import check_pack_name
 
         check_pack_name(pack)
     named = [(n, v) for n, v in (("smile", smile), ("age", age), ("pose", pose)) if v is not None]
@@ -974,7 +970,7 @@ def edit_cmd(
         named=named,
         ganspace=[parse_ganspace(g) for g in ganspace or []],
         directions=[parse_direction_arg(d) for d in direction or []],
-        layers=layers,
+        layers=parse_layers(layers),
         sweep=parse_sweep(sweep),
     )
     if frames and request.sweep is None:
@@ -1007,7 +1003,7 @@ def edit_cmd(
         )
     shard_kn = parse_shard(shard)
     if fmt is not None:
-        from .faces import output_format
+        from ..faces import output_format
 
         output_format("x", fmt)  # unknown formats fail before any work
     session.check_output()
@@ -1042,9 +1038,9 @@ def _edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
     """`dhr edit --list`: the directions of the pack of the given (or newest) project."""
     from rich.table import Table
 
-    from . import console
-    from .errors import InputMissing
-    from .project import project_path_for, read_metadata
+    from .. import console
+    from ..errors import InputMissing
+    from ..project import project_path_for, read_metadata
 
     names: list[str] = []
     if inputs:
@@ -1053,7 +1049,7 @@ def _edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
     elif pack is not None:
         names = [pack]
     else:
-        from .method.edit import latest_project
+        from ..app.edit import latest_project
 
         try:
             names = [read_metadata(latest_project()).get("pack") or "ffhq"]
@@ -1117,14 +1113,14 @@ def _bench_outputs(
     grid: int,
     command_line: str | None,
 ) -> None:
-    from . import console
-    from .bench import print_summary, write_results
+    from .. import console
+    from ..bench import print_summary, write_results
 
     s = _settings()
     if output is not None:
         console.log.info(f"results: {write_results(doc, output)}")
     if report is not None:
-        from .report import write_report
+        from ..report import write_report
 
         written = write_report(doc, report, command=command_line, grid=grid)
         console.log.info("report: " + ", ".join(str(p) for p in written.values()))
@@ -1135,7 +1131,7 @@ def _bench_outputs(
     for note in doc.get("notices", []):
         console.log.warn(note)
     if doc.get("failed"):
-        from .errors import PartialFailure
+        from ..errors import PartialFailure
 
         lines = "; ".join(f"{f['id']}: {f['error']}" for f in doc["failed"][:5])
         raise PartialFailure(
@@ -1304,14 +1300,13 @@ def bench_cmd(
     Outputs: a table (or --json); report.md, chart.png, grid.png, results.json in --report.
     Large sets: --shard K/N -o part-K.json on each machine, then `dhr bench merge part-*.json`.
     """
-    from .bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
-    from .errors import not_found
-    from .faces.image_io import check_image
-    from .files import make_folder
-    from .method.edit import parse_named
-    from .packs import check_pack_name
-    from .pipeline import parse_shard
-    from .runtime import seed_everything
+    from ..bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
+    from ..errors import not_found
+    from ..faces.image_io import check_image
+    from ..files import make_folder
+    from ..packs import check_pack_name
+    from ..runtime import seed_everything
+    from .args import parse_named, parse_shard
 
     s = _settings()
     shard_kn = parse_shard(shard)
@@ -1355,7 +1350,7 @@ def bench_cmd(
         offline=s.offline or None,
     )
     if report is None and not no_report and shard_kn is None:
-        from .bench import DEFAULT_DIR
+        from ..bench import DEFAULT_DIR
 
         report = DEFAULT_DIR
     # a blocked output path is found now, not after hours of measuring
@@ -1377,8 +1372,8 @@ def _interrupted_bench_outputs(
     doc: dict[str, Any], output: Path | None, report: Path | None, grid: int, command_line: str
 ) -> None:
     """Ctrl-C: write what was measured (results, report), marked incomplete; exit 130 after."""
-    from . import console
-    from .errors import PartialFailure
+    from .. import console
+    from ..errors import PartialFailure
 
     if not doc["records"]:
         return
@@ -1442,8 +1437,8 @@ def bench_merge_cmd(
 
     The per-image records are kept as they are; the aggregates are recomputed from them.
     """
-    from . import console
-    from .bench import load_results, merge_results
+    from .. import console
+    from ..bench import load_results, merge_results
 
     if not parts:
         raise UsageError(
@@ -1488,9 +1483,9 @@ def demo_cmd(
     An occluded synthetic photo is inverted with DHR, its smile edited, and the edit compared with
     the true edit; demo.png shows all of it.
     """
-    from . import console
-    from .demo import run_demo
-    from .runtime import seed_everything
+    from .. import console
+    from ..demo import run_demo
+    from ..runtime import seed_everything
 
     s = _settings()
     seed_everything(s.seed)
@@ -1541,7 +1536,7 @@ def models_list_cmd(
     """List every model file dhr uses, with URL, size, sha256, licence and cache state."""
     from rich.table import Table
 
-    from . import console, hub
+    from .. import console, hub
 
     s = _settings()
     rows = [hub.describe(e, models_dir=s.models_dir) for e in hub.entries(pack)]
@@ -1580,8 +1575,8 @@ def models_download_cmd(
     pack: Annotated[str | None, typer.Option("--pack", help=_PACK_HELP, show_default=False)] = None,
 ) -> None:
     """Download (and verify) model files into the models folder."""
-    from . import console, hub
-    from .errors import ModelUnavailable
+    from .. import console, hub
+    from ..errors import ModelUnavailable
 
     s = _settings()
     if names and pack:
@@ -1625,8 +1620,8 @@ def models_verify_cmd(
     """Re-hash local model files against pinned or first-use sha256; exit 5 if any fails."""
     from rich.table import Table
 
-    from . import console, hub
-    from .errors import ModelUnavailable
+    from .. import console, hub
+    from ..errors import ModelUnavailable
 
     s = _settings()
     report = hub.verify(names or None, models_dir=s.models_dir)
@@ -1654,7 +1649,7 @@ def models_path_cmd(
     name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
 ) -> None:
     """Print where a model file is (or where to put it if it is not there yet)."""
-    from . import console, hub
+    from .. import console, hub
 
     s = _settings()
     p = hub.path(name, models_dir=s.models_dir)
@@ -1693,8 +1688,8 @@ def models_import_cmd(
     ] = False,
 ) -> None:
     """Copy model files obtained elsewhere into the models folder, after verifying each."""
-    from . import console, hub
-    from .pipeline import run_batch
+    from .. import console, hub
+    from ..app.batch import run_batch
 
     s = _settings()
     if name is not None and len(files) > 1:
@@ -1719,8 +1714,8 @@ def models_import_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app and map every outcome to an exit code."""
-    from . import console
-    from .runtime import sigterm_as_ctrl_c
+    from .. import console
+    from ..runtime import sigterm_as_ctrl_c
 
     command_obj = typer.main.get_command(app)
     with sigterm_as_ctrl_c() as sigterm:
@@ -1734,16 +1729,23 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def flag_for(parameter: str) -> str:
+    """The command-line flag of a library parameter (work_res -> --work-res)."""
+    return "--" + parameter.replace("_", "-")
+
+
 def _run_app(command_obj: Any, argv: list[str] | None) -> int:
     """Run the command line; every outcome becomes an exit code (INTERRUPTED unannounced)."""
     from typer._click import exceptions as click_exc
 
-    from . import console
+    from .. import console
 
     try:
         rv = command_obj.main(args=argv, prog_name="dhr", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except DhrError as e:
+        if isinstance(e, ParameterError):  # the library names parameters, the user typed flags
+            e = e.for_names(flag_for)
         console.log.error(str(e))
         if console.is_verbose():
             console._state.err.print_exception()
@@ -1771,7 +1773,7 @@ def _run_app(command_obj: Any, argv: list[str] | None) -> int:
 
 
 def _internal_error(e: BaseException) -> None:
-    from . import console
+    from .. import console
 
     console.log.error(f"internal error: {type(e).__name__}: {e}")
     if console.is_verbose():
