@@ -54,7 +54,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import safetensors.torch
@@ -223,6 +223,10 @@ class StageClock:
     def cpu(self) -> float:
         return self.base_cpu + cpu_time() - self.c0
 
+    def times(self) -> dict[str, float]:
+        """``wall_s`` and ``cpu_s`` to 0.1 s (as stage infos and the manifest record them)."""
+        return {"wall_s": round(self.wall, 1), "cpu_s": round(self.cpu, 1)}
+
 
 def lr_at(step: int, total: int, base: float, warmup: int = 200, floor: float = 0.02) -> float:
     """Linear warm-up then cosine decay to ``floor * base``."""
@@ -252,6 +256,26 @@ def load_ckpt(path: Path) -> dict | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def finished(path: Path) -> dict | None:
+    """The info of a stage whose result file ``path`` is written (None: not finished yet)."""
+    return torch.load(path, weights_only=False)["info"] if path.is_file() else None
+
+
+def save_trained(path: Path, model: nn.Module, info: dict) -> dict:
+    """A finished stage's result file: the trained weights and the stage's info (returned)."""
+    atomic_save({"state": model.state_dict(), "info": info}, path)
+    return info
+
+
+TrainedModel = TypeVar("TrainedModel", bound=nn.Module)
+
+
+def load_trained(path: Path, model: TrainedModel) -> TrainedModel:
+    """``model`` with the weights of the result file ``path``, in eval mode and frozen."""
+    model.load_state_dict(torch.load(path, weights_only=False)["state"])
+    return model.eval().requires_grad_(False)
 
 
 def resume(path: Path, parts: dict[str, Any]) -> tuple[dict | None, int, StageClock]:
@@ -478,8 +502,8 @@ def _val_generator(g: nn.Module, val: FaceData, perceptual: nn.Module) -> dict[s
 
 def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perceptual) -> dict:
     final = work / "generator.pt"
-    if final.is_file():
-        return torch.load(final, weights_only=False)["info"]
+    if (info := finished(final)) is not None:
+        return info
     ckpt_path = work / "generator.ckpt"
     torch.manual_seed(plan.seed)
     g = Generator(generator_config())
@@ -562,11 +586,9 @@ def train_generator(plan: Plan, work: Path, train: FaceData, val: FaceData, perc
         ),
         "val": history[-1] if history else {},
         "history": history,
-        "wall_s": round(clock.wall, 1),
-        "cpu_s": round(clock.cpu, 1),
+        **clock.times(),
     }
-    atomic_save({"state": ema.state_dict(), "info": info}, final)
-    return info
+    return save_trained(final, ema, info)
 
 
 def edit_consistency_loss(
@@ -592,9 +614,7 @@ def edit_consistency_loss(
 
 
 def load_trained_generator(work: Path) -> nn.Module:
-    g = Generator(generator_config())
-    g.load_state_dict(torch.load(work / "generator.pt", weights_only=False)["state"])
-    return g.eval().requires_grad_(False)
+    return load_trained(work / "generator.pt", Generator(generator_config()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,8 +641,8 @@ def probe_r2(probe: nn.Module, images: torch.Tensor, target: torch.Tensor) -> np
 
 def train_probe(plan: Plan, work: Path, train: FaceData, val: FaceData) -> dict:
     final = work / "probe.pt"
-    if final.is_file():
-        return torch.load(final, weights_only=False)["info"]
+    if (info := finished(final)) is not None:
+        return info
     torch.manual_seed(plan.seed + 3)
     probe = M.AttributeProbe().to(memory_format=torch.channels_last)
     base_lr = 1e-3
@@ -644,18 +664,14 @@ def train_probe(plan: Plan, work: Path, train: FaceData, val: FaceData) -> dict:
         "batch": batch,
         "lr": base_lr,
         "val_r2": {n: round(float(v), 4) for n, v in zip(ATTRIBUTE_NAMES, r2, strict=True)},
-        "wall_s": round(clock.wall, 1),
-        "cpu_s": round(clock.cpu, 1),
+        **clock.times(),
     }
     log(f"probe val r2: {info['val_r2']}")
-    atomic_save({"state": probe.state_dict(), "info": info}, final)
-    return info
+    return save_trained(final, probe, info)
 
 
 def load_trained_probe(work: Path) -> M.AttributeProbe:
-    p = M.AttributeProbe()
-    p.load_state_dict(torch.load(work / "probe.pt", weights_only=False)["state"])
-    return p.eval().requires_grad_(False)
+    return load_trained(work / "probe.pt", M.AttributeProbe())
 
 
 # --------------------------------------------------------------------------------------------
@@ -763,8 +779,8 @@ def train_encoder(
     """Two phases: (A) regress the true w from the image (cheap: no generator pass), then
     (B) the full e4e-style loss through the frozen generator."""
     final = work / "encoder.pt"
-    if final.is_file():
-        return torch.load(final, weights_only=False)["info"]
+    if (info := finished(final)) is not None:
+        return info
     torch.manual_seed(plan.seed + 5)
     enc = build_encoder()
     enc.latent_avg.copy_(g.latent_avg[None].expand_as(enc.latent_avg))
@@ -854,17 +870,13 @@ def train_encoder(
         f"{LOSS_ANCHOR} * |W+ - w_true|^2 + {LOSS_DELTA} * delta reg.",
         "val": history[-1] if history else {},
         "history": history,
-        "wall_s": round(clock.wall, 1),
-        "cpu_s": round(clock.cpu, 1),
+        **clock.times(),
     }
-    atomic_save({"state": enc.state_dict(), "info": info}, final)
-    return info
+    return save_trained(final, enc, info)
 
 
 def load_trained_encoder(work: Path) -> nn.Module:
-    e = build_encoder()
-    e.load_state_dict(torch.load(work / "encoder.pt", weights_only=False)["state"])
-    return e.eval().requires_grad_(False)
+    return load_trained(work / "encoder.pt", build_encoder())
 
 
 # --------------------------------------------------------------------------------------------
@@ -897,8 +909,8 @@ def parser_metrics(parser: nn.Module, images: np.ndarray, classes: np.ndarray) -
 
 def train_parser(plan: Plan, work: Path) -> dict:
     final = work / "parser.pt"
-    if final.is_file():
-        return torch.load(final, weights_only=False)["info"]
+    if (info := finished(final)) is not None:
+        return info
     d = np.load(work / "parser.npz")
     images, classes = d["images"], d["classes"]
     n_val = max(100, len(images) // 12)
@@ -933,17 +945,13 @@ def train_parser(plan: Plan, work: Path) -> dict:
         "train_samples": len(tr_img),
         "heldout_samples": n_val,
         "heldout": metrics,
-        "wall_s": round(clock.wall, 1),
-        "cpu_s": round(clock.cpu, 1),
+        **clock.times(),
     }
-    atomic_save({"state": parser.state_dict(), "info": info}, final)
-    return info
+    return save_trained(final, parser, info)
 
 
 def load_trained_parser(work: Path) -> nn.Module:
-    p = SmallParser(C.NUM_CLASSES, class_names=C.CLASS_NAMES)
-    p.load_state_dict(torch.load(work / "parser.pt", weights_only=False)["state"])
-    return p.eval().requires_grad_(False)
+    return load_trained(work / "parser.pt", SmallParser(C.NUM_CLASSES, class_names=C.CLASS_NAMES))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1137,10 +1145,7 @@ def export_pack(
             },
         }
     )
-    manifest["training"]["stages"]["export"] = {
-        "wall_s": round(t.wall, 1),
-        "cpu_s": round(t.cpu, 1),
-    }
+    manifest["training"]["stages"]["export"] = t.times()
     manifest.update(kept)
     atomic_write_json(manifest_path, manifest, default=float)
     return metrics
@@ -1159,8 +1164,8 @@ def _run_stage(
     clock = StageClock()
     log(f"== stage {name}")
     info = fn()
-    info.setdefault("wall_s", round(clock.wall, 1))
-    info.setdefault("cpu_s", round(clock.cpu, 1))
+    for key, value in clock.times().items():
+        info.setdefault(key, value)
     state[name] = info
     # in one step: a Ctrl-C mid-write must not spoil the resume
     atomic_write_json(work / "state.json", state, default=float)
