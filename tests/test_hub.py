@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from dhr_cli import console, hub
+from dhr_cli import console, download, hub
 from dhr_cli.errors import BadData, ExitCode, InputMissing, ModelUnavailable, UsageError
 
 REQUIRED = [
@@ -63,7 +63,7 @@ def sha(data: bytes) -> str:
 def online(monkeypatch: pytest.MonkeyPatch) -> None:
     """Allow downloads (to 127.0.0.1 only) and make retries fast."""
     monkeypatch.delenv("DHR_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "RETRY_BASE_DELAY", 0.01)
+    monkeypatch.setattr(download, "RETRY_BASE_DELAY", 0.01)
 
 
 @pytest.fixture
@@ -344,7 +344,7 @@ def test_unknown_host_is_not_retried(online: None, monkeypatch) -> None:
                 socket.gaierror(socket.EAI_NONAME, "Name or service not known")
             )
 
-    monkeypatch.setattr(hub, "_opener", NoDns)
+    monkeypatch.setattr(download, "_opener", NoDns)
     add_entry(monkeypatch, urls=("https://models.invalid/x.bin",))
     with pytest.raises(ModelUnavailable, match="no network"):
         hub.fetch("test-model")
@@ -486,10 +486,11 @@ def test_import_rejects_wrong_files(tmp_path: Path, monkeypatch) -> None:
         hub.import_file(other, "test-model")
     [dest] = hub.import_file(other, "test-model", force=True)
     assert dest.read_bytes() == b"other"
-    # no published hash for e4e: a file that is no PyTorch checkpoint is refused, not trusted
+    # no published hash for e4e: a file that is no PyTorch checkpoint is refused (bad data,
+    # exit 4), not trusted
     page = tmp_path / "e4e.pt"
     page.write_bytes(b"<!DOCTYPE html><title>Sign in</title>")
-    with pytest.raises(ModelUnavailable, match="not a PyTorch checkpoint"):
+    with pytest.raises(BadData, match="not a PyTorch checkpoint"):
         hub.import_file(page, "e4e-ffhq")
     assert hub._Hashes(hub.cache_dir()).first_use("e4e-ffhq") is None
     assert not (hub.cache_dir() / "e4e_ffhq_r50_wp_official.pt").exists()
