@@ -38,8 +38,9 @@ save (Ctrl-C, full disk) leaves the previous file untouched.
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -48,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import BadData, InputMissing
-from .files import atomic_write
+from .errors import BadData, InputMissing, not_found
+from .files import atomic_write, open_regular, sha256_file
 from .method.recipe import RenderRecipe
 
 if TYPE_CHECKING:
@@ -89,14 +90,6 @@ def project_path_for(arg: Path | str) -> Path:
     """A command-line argument that is either a photo or its project file -> the project path."""
     arg = Path(arg)
     return arg if arg.suffix == SUFFIX else default_path(arg)
-
-
-def sha256_of(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _now() -> str:
@@ -146,7 +139,7 @@ class Project:
         """A new project for `photo` (records its path and sha256)."""
         photo = Path(photo)
         try:
-            digest = sha256_of(photo)
+            digest = sha256_file(photo)
         except FileNotFoundError as e:
             raise InputMissing(f"{photo}: no such file") from e
         except OSError as e:
@@ -246,7 +239,7 @@ class Project:
         """BadData if `photo` is not the photo this project was made from."""
         if self.source_sha256 is None:
             return
-        digest = sha256_of(photo)
+        digest = sha256_file(photo)
         if digest != self.source_sha256:
             raise BadData(
                 f"{photo} is not the photo this project was made from "
@@ -362,8 +355,10 @@ class Project:
         from safetensors.torch import load
 
         path = Path(path)
-        data = _read(path)
-        meta = _check_header(data, path)
+        data, size = _read(path)
+        meta = _check_header(data, path, size)
+        if len(data) != size:
+            raise BadData(f"{path}: truncated project file (it changed while being read)")
         try:
             tensors = load(data)
         except Exception as e:  # noqa: BLE001 - any parser failure means a corrupt file
@@ -406,9 +401,21 @@ class Project:
         return project
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, *, body: bool = True) -> tuple[bytes, int]:
+    """(bytes, size) of a project file: all of it, or its 8-byte length and JSON header only.
+
+    Only a regular file is read (a FIFO or /dev/zero as a project is refused, exit 3), and the
+    header length is checked against the file's size (and safetensors' cap) before anything
+    more is read: a bogus length stops the read at 8 bytes, for `_check_header` to name.
+    """
     try:
-        return path.read_bytes()
+        with open_regular(path, "project file") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = f.read(8)
+            n = struct.unpack("<Q", data)[0] if len(data) == 8 else 0
+            if len(data) == 8 and n <= _MAX_HEADER and 8 + n <= size:
+                data += f.read(size - 8 if body else n)
+            return data, size
     except FileNotFoundError:
         raise InputMissing(
             f"{path}: no such project file", hint="run `dhr invert PHOTO` first"
@@ -416,24 +423,28 @@ def _read(path: Path) -> bytes:
     except IsADirectoryError:
         raise InputMissing(f"{path} is a folder, not a project file") from None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise not_found(path, "project file") from None
         raise InputMissing(f"{path}: cannot read it: {e}") from e
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
     """The checked ``__metadata__`` of a project file, without loading tensors (nor torch)."""
     path = Path(path)
-    return _check_header(_read(path), path)
+    data, size = _read(path, body=False)
+    return _check_header(data, path, size)
 
 
-def _check_header(data: bytes, path: Path) -> dict[str, str]:
-    """Validate the safetensors framing and dhr metadata; returns the metadata."""
+def _check_header(data: bytes, path: Path, size: int) -> dict[str, str]:
+    """Validate the safetensors framing and dhr metadata of a file of `size` bytes, from its
+    first bytes `data` (at least the header); returns the metadata."""
     not_project = f"{path} is not a dhr project file"
     if len(data) < 8:
-        raise BadData(f"{not_project} (only {len(data)} bytes)")
+        raise BadData(f"{not_project} (only {size} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
     if n > _MAX_HEADER:
         raise BadData(f"{not_project} (not a safetensors file)")
-    if 8 + n > len(data):
+    if 8 + n > min(size, len(data)):
         raise BadData(f"{path}: truncated project file (header cut off)")
     try:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
@@ -465,7 +476,7 @@ def _check_header(data: bytes, path: Path) -> dict[str, str]:
     if version[0] < 1:
         raise BadData(f"{path}: unsupported project format version {meta['format_version']}")
     # data section: every tensor inside it, and nothing missing at the end (truncation)
-    body = len(data) - 8 - n
+    body = size - 8 - n
     end = 0
     for name, info in header.items():
         if name == "__metadata__":
