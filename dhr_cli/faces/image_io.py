@@ -25,11 +25,14 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..console import log
 from ..errors import BadData, InputMissing, UsageError, first_line, not_found
-from ..files import atomic_write, ensure_folder
+from ..files import atomic_write, ensure_folder, open_regular
 
 # Decompression-bomb limit. 100 MP leaves room for 50 MP camera files while refusing a
 # small file that claims gigapixels; Pillow's own default (89 MP) would refuse 100 MP scans.
 DEFAULT_MAX_PIXELS = 100_000_000
+# File-size limit, checked before any decoding: the biggest image within the pixel limit
+# (100 MP of 16-bit RGBA, uncompressed) is 800 MB; a bigger "image" is something else.
+DEFAULT_MAX_BYTES = 1 << 30
 
 # Output formats dhr writes, with their usual suffix; inputs in other formats (GIF, PPM, ...)
 # are written as PNG so nothing is lost.
@@ -90,14 +93,20 @@ def as_rgb(image: Photo | np.ndarray) -> np.ndarray:
     return rgb
 
 
-def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Photo:
     """Read an image file as an upright 8-bit RGB `Photo`.
 
-    Raises InputMissing (missing, a directory, unreadable) or BadData (empty, not an image,
-    corrupt or truncated, more than `max_pixels` pixels).
+    Raises InputMissing (missing, a directory, not a regular file, unreadable) or BadData
+    (empty, not an image, corrupt or truncated, more than `max_pixels` pixels or `max_bytes`
+    bytes).
     """
     path = Path(path)
-    with _opened(path, max_pixels) as im:
+    with _opened(path, max_pixels, max_bytes) as im:
         try:
             im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -109,19 +118,25 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         return _decode(im, path)
 
 
-def check_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+def check_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> None:
     """The header-only part of `load_image`'s checks, with the same errors.
 
     Cheap, so a command can refuse a file that is no image before it loads (or downloads) any
     model; a truncated body is found only when the pixels are decoded.
     """
-    with _opened(Path(path), max_pixels):
+    with _opened(Path(path), max_pixels, max_bytes):
         pass
 
 
 @contextlib.contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
-    """The lazily opened image (header read, size checked) under the pixel limit."""
+def _opened(path: Path, max_pixels: int, max_bytes: int) -> Iterator[Image.Image]:
+    """The lazily opened image (header read, size checked) under the pixel and byte limits;
+    only a regular file is opened (a FIFO would block, a device never end)."""
     if not path.exists():
         raise not_found(path, "image")
     if path.is_dir():
@@ -130,13 +145,20 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             hint=f"give the photos in it: {Path(path, '*.jpg')} (the shell expands the pattern)",
         )
     try:
-        size = path.stat().st_size
-        fh = path.open("rb")
+        fh = open_regular(path, "image")
+        size = os.fstat(fh.fileno()).st_size
     except OSError as e:
         raise InputMissing(f"cannot read {path}: {e.strerror or e}") from e
     if size == 0:
         fh.close()
         raise BadData(f"{path} is empty (0 bytes), not an image")
+    if size > max_bytes:
+        fh.close()
+        raise BadData(
+            f"{path} is too large ({size / 1e6:.0f} MB, more than {max_bytes / 1e6:g} MB); "
+            "refused before decoding",
+            hint="downscale or recompress the photo first",
+        )
     with fh, _pixel_limit(max_pixels):
         try:
             im = Image.open(fh)
