@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -195,11 +196,15 @@ def torch_load(path: Path, *, extra_safe_globals: Iterable[Any] = ()) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace, *extra_safe_globals]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's message leads with advice to load it unrestricted: name the global instead
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        why = (
+            f"it references {found.group(1)}, which could execute code when unpickled"
+            if found
+            else "it contains objects that are not plain weights"
+        )
         raise BadData(
-            f"refusing to load {path}: it contains objects that are not plain weights ({e})".split(
-                "\n"
-            )[0],
-            hint="dhr never executes code from model files",
+            f"refusing to load {path}: {why}", hint="dhr never executes code from model files"
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise BadData(f"cannot read {path} as a torch checkpoint: {first_line(e)}") from e
