@@ -198,11 +198,9 @@ def torch_load(path: Path, *, extra_safe_globals: Iterable[Any] = ()) -> Any:
     except pickle.UnpicklingError as e:
         # torch's message leads with advice to load it unrestricted: name the global instead
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        why = (
-            f"it references {found.group(1)}, which could execute code when unpickled"
-            if found
-            else "it contains objects that are not plain weights"
-        )
+        why = "it contains objects that are not plain weights"
+        if found:
+            why += f" ({found.group(1)}, which could execute code when unpickled)"
         raise BadData(
             f"refusing to load {path}: {why}", hint="dhr never executes code from model files"
         ) from e
