@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from filelock import FileLock, Timeout
+
 from . import __version__, console
 from .errors import OutputError
 from .files import CHUNK, create_new, create_temp, fsync_folder, sha256_file
@@ -118,8 +120,6 @@ def finish(tmp: Path, dest: Path) -> None:
 
 def lock(folder: Path, filename: str) -> Any:
     """The per-file lock (filelock) of `filename` in the models folder."""
-    from filelock import FileLock
-
     locks = folder / ".locks"
     try:
         _own_folder(locks)
@@ -137,8 +137,6 @@ def lock(folder: Path, filename: str) -> Any:
 @contextlib.contextmanager
 def locked(folder: Path, filename: str) -> Iterator[None]:
     """Hold `filename`'s lock, saying so when another process has it."""
-    from filelock import Timeout
-
     file_lock = lock(folder, filename)
     try:
         file_lock.acquire(timeout=0)
@@ -390,8 +388,6 @@ def download_from_archive(entry: ModelFile, folder: Path, hashes: Hashes) -> Pat
 
 def _extract_sibling(entry: ModelFile, archive_path: Path, folder: Path, hashes: Hashes) -> None:
     """Extract another member if nobody is working on it (never wait: that could deadlock)."""
-    from filelock import Timeout
-
     file_lock = lock(folder, entry.filename)
     try:
         file_lock.acquire(timeout=0)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from . import console
 from .errors import InputMissing, OutputError, first_line
 
 CHUNK = 1 << 20  # bytes per read when hashing or copying
@@ -157,8 +158,6 @@ def sha256_file(path: Path | str, *, label: str | None = None) -> str:
             while chunk := f.read(CHUNK):
                 h.update(chunk)
             return h.hexdigest()
-        from . import console
-
         with console.progress(label, total=size, unit="bytes") as task:
             while chunk := f.read(CHUNK):
                 h.update(chunk)

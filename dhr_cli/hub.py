@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 from . import console
 from .download import SourceFailed, download_direct, download_from_archive, extract_member
 from .download import finish as _finish
@@ -76,8 +78,6 @@ def cache_dir(models_dir: Path | str | None = None) -> Path:
     env = os.environ.get("DHR_HOME")
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("dhr"))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import DhrError, first_line
+from .errors import BadData, DhrError, first_line
 
 Check = Callable[[Path], None]  # raises DhrError when the file is not the architecture
 
@@ -35,7 +35,6 @@ def generator_check(**expected: Any) -> Check:
     `expected` fields (size, style_dim, n_mlp, channels, ...)."""
 
     def check(path: Path) -> None:
-        from .errors import BadData
         from .nets.checkpoints import load_generator
 
         differ = _differences(load_generator(path).config, expected)
@@ -50,7 +49,6 @@ def encoder_check(**expected: Any) -> Check:
     fields (n_styles, style_dim, stage_widths, ...)."""
 
     def check(path: Path) -> None:
-        from .errors import BadData
         from .nets.checkpoints import load_encoder
 
         differ = _differences(load_encoder(path).config, expected)
@@ -65,7 +63,6 @@ def _retinaface(network: str) -> Check:
         import torch
         from facexlib.detection.retinaface import RetinaFace
 
-        from .errors import BadData
         from .nets.checkpoints import check_state_shapes, torch_load
 
         with warnings.catch_warnings(), torch.device("meta"):  # shapes only: no memory

@@ -19,9 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from . import console
 from .errors import OutputError
 from .files import atomic_write_json, open_regular, sha256_file
+from .model_check import load_problem
 from .registry import ModelFile
 
 HASHES_FILE = "dhr-hashes.json"
@@ -80,8 +83,6 @@ class Hashes:
 
     @contextlib.contextmanager
     def _edit(self) -> Iterator[dict[str, Any]]:
-        from filelock import FileLock
-
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.lock_path)):
             data = self.load()
@@ -154,8 +155,6 @@ def first_use_problem(entry: ModelFile, path: Path) -> str | None:
                 "(a truncated download, or not this model)"
             )
     if problem is None and entry.arch is not None:
-        from .model_check import load_problem
-
         problem = load_problem(entry.arch, path)
     return problem
 
