@@ -1,4 +1,4 @@
-"""`dhr_cli.bench` and `dhr_cli.report`: metrics on tiny known cases, aggregation, the
+"""`dhr_cli.bench` (its report, chart and grid too): metrics on tiny known cases, aggregation, the
 paper-ordering verdict, shard/merge equivalence with one whole run (bundled synthetic pack, a
 few steps), project reuse, and the report files."""
 
@@ -20,21 +20,24 @@ from dhr_cli.bench import (
     aggregate,
     bench_items,
     comparable,
+    draw_chart,
+    draw_grid,
     fidelity,
     grey_change,
     iou,
     load_results,
     lpips,
+    markdown,
     merge_results,
     mse,
     paper_ordering,
     psnr,
     run_bench,
     verdict_text,
+    write_report,
     write_results,
 )
 from dhr_cli.errors import BadData, InputMissing, OutputError, UsageError
-from dhr_cli.report import draw_chart, draw_grid, markdown, write_report
 
 FAST = dict(steps=2, coarse_steps=2, pivot_steps=2)
 
@@ -47,6 +50,20 @@ def pack():
     from dhr_cli.packs import load_pack
 
     return load_pack("synthetic")
+
+
+def test_importing_bench_loads_neither_torch_nor_matplotlib() -> None:
+    """The CLI imports `dhr_cli.bench` lazily, and the package keeps torch (and matplotlib,
+    needed only to draw chart.png) out of its import too."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import dhr_cli.bench, dhr_cli.report; "
+        "bad = [m for m in ('torch', 'matplotlib') if m in sys.modules]; assert not bad, bad"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- metrics by hand
