@@ -67,11 +67,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from dhr_cli.nets.perceptual import perceptual_from_hub
+    from dhr_cli.packs.shared import lpips
 
     t0 = time.perf_counter()
     pack = M.load_pack(args.pack)
-    perceptual = perceptual_from_hub("alex")
+    perceptual = lpips("alex")
     res = quality_metrics(pack, perceptual)
     if pack.parser is not None:
         res["parser"] = parser_check(pack)

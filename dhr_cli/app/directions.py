@@ -14,48 +14,22 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from safetensors import SafetensorError, safe_open
-
-from .. import hub
 from ..errors import BadData, ParameterError, UsageError, not_found
 from ..method.edits import Direction, Edit, GanspaceEdit, GanspacePCA, LinearEdit, as_rows
-from ..nets.checkpoints import torch_load
-from ..packs import Pack, read_manifest
-from .request import DIRECTION_OPTIONS, GANSPACE_PRESETS, GanspaceSpec
+from ..nets.checkpoints import read_tensor_file
+from ..packs.pack import Pack
+from ..packs.settings import PACK_NAMES, pack_settings
+from .request import DIRECTION_OPTIONS, GanspaceSpec
 
 if TYPE_CHECKING:
     from .request import EditRequest
 
 __all__ = [
-    "DIRECTION_OPTIONS",
-    "FFHQ_DIRECTIONS",
-    "GANSPACE_PRESETS",
     "DirectionLibrary",
     "GanspaceSpec",
     "load_direction_file",
     "rows_in",
 ]
-
-
-
-# FFHQ: name -> (hub registry name, shape as published, source)
-FFHQ_DIRECTIONS: dict[str, tuple[str, tuple[int, ...], str]] = {
-    "smile": ("interfacegan-smile", (1, 512), "e4e release, interfacegan_directions/smile.pt"),
-    "age": ("interfacegan-age", (1, 512), "e4e release, interfacegan_directions/age.pt"),
-    "pose": ("interfacegan-pose", (1, 18, 512), "e4e release, interfacegan_directions/pose.pt"),
-}
-
-
-FFHQ_UNIT = "distance in W (unit-norm direction)"
-
-
-GANSPACE_FILE = "ganspace-ffhq-pca"
-
-
-
-
-
 
 
 
@@ -66,27 +40,7 @@ def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise not_found(path, "direction file")
-    suffix = path.suffix.lower()
-    meta: dict[str, str] = {}
-    if suffix == ".npy":
-        try:
-            obj: Any = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise BadData(f"cannot read {path} as a .npy array: {e}") from e
-    elif suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                obj = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as e:
-            raise BadData(f"cannot read {path} as safetensors: {e}") from e
-    elif suffix in (".pt", ".pth"):
-        obj = torch_load(path)
-    else:
-        raise UsageError(
-            f"{path}: unknown direction format {suffix or '(no suffix)'}",
-            hint="use a .pt, .npy or .safetensors file",
-        )
+    obj, meta = read_tensor_file(path)
     if isinstance(obj, dict):
         arrays = {k: v for k, v in obj.items() if hasattr(v, "shape")}
         if "direction" in arrays:
@@ -103,46 +57,41 @@ def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     return obj, meta
 
 
-def _ffhq_file(name: str, pack: Pack) -> Path:
-    """The one place the edit module asks the hub for an FFHQ direction file."""
-    return hub.fetch(name, models_dir=pack.models_dir, offline=pack.offline)
-
-
-def _known_elsewhere(name: str, pack_name: str) -> str | None:
-    """The other pack that has a direction called `name` (for a clearer error)."""
-    if pack_name != "ffhq" and (name in FFHQ_DIRECTIONS or name in GANSPACE_PRESETS):
-        return "ffhq"
-    if pack_name != "synthetic" and name in (read_manifest().get("directions") or {}):
-        return "synthetic"
+def _known_elsewhere(name: str, pack: str) -> str | None:
+    """Another built-in pack that has a direction or preset called `name` (a clearer error)."""
+    for other in PACK_NAMES:
+        s = pack_settings(other)
+        presets = s.ganspace.presets if s.ganspace is not None else {}
+        if other != pack and (name in s.directions or name in presets):
+            return other
     return None
 
 
 class DirectionLibrary:
-    """The directions a pack offers (loaded on first use, once per pack)."""
+    """The directions a pack offers, as its description lists them (files read on first use,
+    once per pack)."""
 
     def __init__(self, pack: Pack) -> None:
         self.pack = pack
+        self.settings = pack.settings
         self.n_latent = pack.settings.n_latent
+        self.style_dim = pack.settings.style_dim
         self._cache: dict[str, Direction] = {}
         self._pca: GanspacePCA | None = None
 
-    @property
-    def style_dim(self) -> int:
-        """Width of the pack's W (FFHQ: 512, known without loading the generator)."""
-        if self.pack.name == "ffhq":
-            return 512
-        return int(self.pack.generator.style_dim)
-
     def names(self) -> list[str]:
-        if self.pack.name == "ffhq":
-            return list(FFHQ_DIRECTIONS)
-        return list(self.pack.directions)
+        return list(self.settings.directions)
+
+    @property
+    def presets(self) -> dict[str, tuple[int, int, int, float]]:
+        g = self.settings.ganspace
+        return dict(g.presets) if g is not None else {}
 
     def has_ganspace(self) -> bool:
-        return self.pack.name == "ffhq"
+        return self.settings.ganspace is not None
 
     def check_name(self, name: str) -> None:
-        """UsageError (misspelt) or BadData (a direction of the other pack) unless the pack
+        """UsageError (misspelt) or BadData (a direction of another pack) unless the pack
         offers `name`; reads no file."""
         if name in self.names():
             return
@@ -164,28 +113,17 @@ class DirectionLibrary:
         if name in self._cache:
             return self._cache[name]
         self.check_name(name)
-        if self.pack.name == "ffhq":
-            reg, _, source = FFHQ_DIRECTIONS[name]
-            raw = torch_load(_ffhq_file(reg, self.pack))
-            unit = FFHQ_UNIT
-        else:
-            raw = self.pack.directions[name]
-            source = f"{self.pack.name} pack, directions.safetensors"
-            unit = self._synthetic_unit(name)
+        info = self.settings.directions[name]
         vec = as_rows(
-            raw,
+            self.pack.direction(name),
             n_latent=self.n_latent,
             style_dim=self.style_dim,
             name=name,
             pack=self.pack.name,
         )
-        d = Direction(name, vec, source, unit)
+        d = Direction(name, vec, info.origin or info.detail, info.meaning or info.unit)
         self._cache[name] = d
         return d
-
-    def _synthetic_unit(self, name: str) -> str:
-        info = (read_manifest().get("directions") or {}).get(name) or {}
-        return str(info.get("unit", "std-units of the attribute (1.0 = +1 std)"))
 
     def user(self, path: Path) -> Direction:
         """A direction from a user file, checked against this pack (read once)."""
@@ -212,14 +150,14 @@ class DirectionLibrary:
         return Direction(Path(path).stem, vec, str(path), "as stored in the file")
 
     def pca(self) -> GanspacePCA:
-        if not self.has_ganspace():
+        g = self.settings.ganspace
+        if g is None:
             raise UsageError(
-                f"GANSpace edits need the ffhq pack; the {self.pack.name} pack has no PCA file",
+                f"GANSpace edits need a pack with a PCA file; the {self.pack.name} pack has none",
                 hint=f"use its directions instead: {', '.join(self.names())}",
             )
         if self._pca is None:
-            state = torch_load(_ffhq_file(GANSPACE_FILE, self.pack))
-            self._pca = GanspacePCA.from_state(state, 512)
+            self._pca = GanspacePCA.from_state(self.pack.read(g.file), self.style_dim, g.source)
         return self._pca
 
     def ganspace(self, spec: GanspaceSpec) -> GanspaceEdit:
@@ -236,12 +174,11 @@ class DirectionLibrary:
         )
 
     def named(self, name: str, strength: float, rows: tuple[int, int] | None) -> Edit:
-        """A named edit: a pack direction, or (FFHQ) a GANSpace preset by name."""
-        if name in GANSPACE_PRESETS and name not in self.names() and self.has_ganspace():
-            k, a, b, _ = GANSPACE_PRESETS[name]
+        """A named edit: a pack direction, or a GANSpace preset by name."""
+        if name in self.presets and name not in self.names():
+            k, a, b, _ = self.presets[name]
             return self.ganspace(GanspaceSpec(k, a, b, strength, preset=name))
         return LinearEdit(self.get(name), strength, rows)
-
     def resolve(
         self, request: EditRequest, overrides: dict[str, float] | None = None
     ) -> list[Edit]:
@@ -272,57 +209,43 @@ class DirectionLibrary:
         return edits
 
     def listing(self) -> dict[str, Any]:
-        """What `dhr edit --list` shows for this pack."""
+        """What `dhr edit --list` shows for this pack (from its description: nothing is read
+        or downloaded; files show as at hand or not)."""
         rows: list[dict[str, Any]] = []
-        if self.pack.name == "ffhq":
-            for name, (reg, shape, source) in FFHQ_DIRECTIONS.items():
-                cached = hub.local_path(reg, models_dir=self.pack.models_dir) is not None
-                rows.append(
-                    {
-                        "name": name,
-                        "option": f"--{name}",
-                        "shape": list(shape),
-                        "unit": FFHQ_UNIT,
-                        "source": "e4e release",
-                        "detail": source,
-                        "file": reg,
-                        "cached": cached,
-                    }
-                )
-            cached = hub.local_path(GANSPACE_FILE, models_dir=self.pack.models_dir) is not None
-            for name, (k, a, b, s) in GANSPACE_PRESETS.items():
+        for name, info in self.settings.directions.items():
+            rows.append(
+                {
+                    "name": name,
+                    "option": f"--{name}" if name in DIRECTION_OPTIONS else f"--edit {name}=S",
+                    "shape": list(info.shape) if info.shape else None,
+                    "unit": info.unit,
+                    "source": info.source,
+                    "detail": info.detail,
+                    "file": info.file.label,
+                    "cached": self.pack.is_local(info.file),
+                }
+            )
+        extra: dict[str, Any] = {}
+        g = self.settings.ganspace
+        if g is not None:
+            cached = self.pack.is_local(g.file)
+            for name, (k, a, b, s) in g.presets.items():
                 rows.append(
                     {
                         "name": name,
                         "option": f"--ganspace {name}[:STRENGTH]",
-                        "shape": [1, 512],
+                        "shape": [1, self.style_dim],
                         "unit": f"target std-units on component {k}, rows {a}:{b} (preset {s:g})",
-                        "source": "e4e release",
-                        "detail": "GANSpace preset, e4e release ganspace_pca/ffhq_pca.pt",
-                        "file": GANSPACE_FILE,
+                        "source": g.source_short,
+                        "detail": g.detail,
+                        "file": g.file.label,
                         "cached": cached,
                     }
                 )
-            extra = {
-                "ganspace": "--ganspace IDX:START:END:STRENGTH (80 components, W+ rows "
+            extra["ganspace"] = (
+                f"--ganspace IDX:START:END:STRENGTH ({g.components} components, W+ rows "
                 "START..END-1; STRENGTH = target coordinate in std units, e4e convention)"
-            }
-        else:
-            for name in self.names():
-                d = self.get(name)
-                rows.append(
-                    {
-                        "name": name,
-                        "option": f"--{name}" if name in DIRECTION_OPTIONS else f"--edit {name}=S",
-                        "shape": list(d.vector.shape),
-                        "unit": "std-units of the attribute",
-                        "source": f"{self.pack.name} pack",
-                        "detail": f"{d.source}; {d.unit}",
-                        "file": self.pack.settings.models.get("directions"),
-                        "cached": True,
-                    }
-                )
-            extra = {}
+            )
         return {
             "pack": self.pack.name,
             "n_latent": self.n_latent,
@@ -331,7 +254,6 @@ class DirectionLibrary:
             "user_directions": f"--direction FILE[:STRENGTH] ([D], [1, D] or "
             f"[{self.n_latent}, D]; .pt, .npy or .safetensors)",
         }
-
 
 
 def rows_in(layers: tuple[int, int | None] | None, n_latent: int) -> tuple[int, int] | None:

@@ -43,7 +43,8 @@ from ..faces import (
 from ..files import ensure_folder
 from ..method.edits import apply_edits
 from ..method.render import render_edit, stored_feature_mask, to_uint8
-from ..packs import PACK_NAMES, Pack, apply_cpu_threads, load_pack
+from ..packs.pack import Pack, apply_cpu_threads, load_pack
+from ..packs.settings import PACK_NAMES, is_pack_folder
 from ..project import SUFFIX, Project, default_path, project_path_for, read_metadata
 from .directions import DirectionLibrary, rows_in
 from .naming import (
@@ -174,7 +175,7 @@ class EditSession:
 
     def pack(self, name: str, *, render: bool = False) -> Pack:
         """The pack `name` (loaded once); `render`: check its generator file is at hand."""
-        if name not in PACK_NAMES:
+        if name not in PACK_NAMES and not is_pack_folder(name):
             raise BadData(f"the project names an unknown pack {name!r}")
         if name not in self.packs:
             self.packs[name] = load_pack(
@@ -182,7 +183,7 @@ class EditSession:
             )
         p = self.packs[name]
         if render and name not in self._ready:
-            p.require(["generator"] + (["directions"] if name == "synthetic" else []), lpips=())
+            p.require(["generator"], lpips=())
             apply_cpu_threads(p)
             self._ready.add(name)
         return p
@@ -245,6 +246,7 @@ class EditSession:
         name = p.pack or self.pack_name or "ffhq"
         p.pack = name
         pack = self.pack(name, render=True)
+        pack.check_unchanged(p.models)
         g = pack.generator
         if tuple(p.wplus.shape[1:]) != (g.n_latent, g.style_dim):
             raise BadData(

@@ -30,7 +30,8 @@ from ..method.render import render, to_uint8
 from ..method.segment import Segmentation, SegmentConfig, segment
 from ..nets.perceptual import resize_image
 from ..nets.stylegan2 import resolutions
-from ..packs import Pack
+from ..packs.pack import Pack
+from ..packs.shared import detector_weights
 from ..project import Project
 from .options import EngineOptions, TauSpec
 
@@ -218,8 +219,14 @@ class Engine:
                 raise BadData(
                     f"{photo.name}: the {s.name} pack expects square aligned images, got "
                     f"{rgb.shape[1]} x {rgb.shape[0]}",
-                    hint="it has no face detector: give it a square crop of one face, as "
-                    "`dhr demo` or `dhr bench --synthetic` writes them",
+                    hint=s.domain_hint or "it has no face detector: give it a square crop of "
+                    "one face",
+                )
+            if s.input_size_exact and rgb.shape[0] != size:
+                raise BadData(
+                    f"{photo.name}: the {s.name} pack takes {size} x {size} renders of its own "
+                    f"domain, got {rgb.shape[1]} x {rgb.shape[0]}",
+                    hint=s.domain_hint or None,
                 )
             return [identity_alignment(rgb)]
         if quad is not None:
@@ -234,8 +241,7 @@ class Engine:
             min_face=f.min_face,
             size=size,
             device=self.pack.device,
-            models_dir=self.pack.models_dir,
-            offline=self.pack.offline,
+            weights=detector_weights(self.pack.models_dir, self.pack.offline),
         )
         return faces
 

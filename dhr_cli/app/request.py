@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
+from ..packs.settings import DEFAULT_PACK, pack_settings
 from .naming import fmt_strength, safe_name
 
 __all__ = [
@@ -25,12 +26,12 @@ __all__ = [
 DIRECTION_OPTIONS: tuple[str, ...] = ("smile", "age", "pose")
 
 
-# published with the e4e release (editings/ganspace.py examples): component, start, end, strength
-GANSPACE_PRESETS: dict[str, tuple[int, int, int, float]] = {
-    "eyes": (54, 7, 8, 20.0),
-    "beard": (58, 7, 9, -20.0),
-    "lip": (34, 10, 11, 20.0),
-}
+# named GANSpace edits the command line knows before it meets a project: the default pack's
+# (the e4e release's editings/ganspace.py examples: component, start, end, strength)
+_default_ganspace = pack_settings(DEFAULT_PACK).ganspace
+GANSPACE_PRESETS: dict[str, tuple[int, int, int, float]] = (
+    dict(_default_ganspace.presets) if _default_ganspace is not None else {}
+)
 
 
 DIRECTION_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ..errors import BadData
-from .detection import DEFAULT_MIN_FACE, Face, detect, select_faces
+from .detection import DEFAULT_MIN_FACE, Face, WeightsResolver, detect, select_faces
 from .image_io import DEFAULT_MAX_PIXELS, Photo, as_rgb, load_image
 
 GENERATOR_SIZE = 1024  # FFHQ StyleGAN2
@@ -293,8 +292,7 @@ def align_photo(
     size: int = GENERATOR_SIZE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     device: str = "cpu",
-    models_dir: Path | None = None,
-    offline: bool | None = None,
+    weights: WeightsResolver | None = None,
 ) -> tuple[Photo, list[AlignedFace]]:
     """Photo file (or `Photo`) -> the photo and its aligned face(s): load, detect, pick, align.
 
@@ -308,8 +306,7 @@ def align_photo(
         fast=fast,
         min_face=min_face,
         device=device,
-        models_dir=models_dir,
-        offline=offline,
+        weights=weights,
     )
     chosen = select_faces(faces, face, all_faces)
     return photo, [align(photo, f, size=size) for f in chosen]

@@ -7,8 +7,10 @@ searched again rotated by 90, 270 and 180 degrees, so sideways faces (a phone ph
 an orientation tag) are found too; landmarks keep their meaning (subject's eyes, nose, mouth
 corners), which is all the FFHQ alignment needs to turn the face upright.
 
-Weights come from the model hub: "retinaface-resnet50" (default), "retinaface-mobilenet"
-(`fast`), "mtcnn-pnet"/"mtcnn-rnet"/"mtcnn-onet" (shipped in the facenet-pytorch wheel).
+Weights are files named "retinaface-resnet50" (default), "retinaface-mobilenet" (`fast`),
+"mtcnn-pnet"/"mtcnn-rnet"/"mtcnn-onet"; a `weights` resolver (name -> local path, the hub's in
+`packs.shared.detector_weights`) finds them. Without one, MTCNN's come from an installed
+facenet-pytorch wheel, which ships them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ _MAX_ROLL = 30.0  # degrees of head roll still counted as upright
 # A detector maps an RGB uint8 image to (boxes [N,4], scores [N], landmarks [N,5,2]) in
 # pixel-edge coordinates of that image.
 _Detector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+WeightsResolver = Callable[[str], Path]  # a weight file's name -> its local path
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: fields are arrays
@@ -65,8 +68,7 @@ def detect(
     max_side: int = DEFAULT_MAX_SIDE,
     rotations: bool = True,
     device: torch.device | str = "cpu",
-    models_dir: Path | None = None,
-    offline: bool | None = None,
+    weights: WeightsResolver | None = None,
 ) -> list[Face]:
     """Find faces, largest first. Raises BadData when there is none at least `min_face` px.
 
@@ -80,8 +82,7 @@ def detect(
         max_side=max_side,
         rotations=rotations,
         device=device,
-        models_dir=models_dir,
-        offline=offline,
+        weights=weights,
     )
     if not faces:
         raise BadData(
@@ -105,14 +106,11 @@ def find_faces(
     max_side: int = DEFAULT_MAX_SIDE,
     rotations: bool = True,
     device: torch.device | str = "cpu",
-    models_dir: Path | None = None,
-    offline: bool | None = None,
+    weights: WeightsResolver | None = None,
 ) -> list[Face]:
     """All faces the detector finds (any size), largest first; possibly empty."""
     rgb = as_rgb(image)
-    run = load_detector(
-        detector, fast=fast, device=str(device), models_dir=models_dir, offline=offline
-    )
+    run = load_detector(detector, fast=fast, device=str(device), weights=weights)
     small, scale = _downscale(rgb, max_side)
     h, w = small.shape[:2]
     views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -203,35 +201,31 @@ def load_detector(
     *,
     fast: bool = False,
     device: str = "cpu",
-    models_dir: Path | None = None,
-    offline: bool | None = None,
+    weights: WeightsResolver | None = None,
 ) -> _Detector:
     """A ready detector (weights loaded once per process)."""
     if detector not in DETECTORS:
         raise UsageError(f"unknown detector {detector!r}", hint="use retinaface or mtcnn")
     if detector == "mtcnn":
         paths = tuple(
-            weights_file(f"mtcnn-{n}", models_dir, offline) for n in ("pnet", "rnet", "onet")
+            weights_file(f"mtcnn-{n}", weights) for n in ("pnet", "rnet", "onet")
         )
         return mtcnn_detector(paths, device)
     name = "retinaface-mobilenet" if fast else "retinaface-resnet50"
-    return retinaface_detector(weights_file(name, models_dir, offline), fast, device)
+    return retinaface_detector(weights_file(name, weights), fast, device)
 
 
-def weights_file(name: str, models_dir: Path | None = None, offline: bool | None = None) -> Path:
-    """Local path of a detector weight file, through the model hub.
-
-    Until `dhr_cli.hub` exists, the MTCNN files are taken from an installed facenet-pytorch.
-    """
-    try:
-        from ..hub import fetch
-    except ImportError:
-        fetch = None
-    if fetch is not None:
-        return fetch(name, models_dir=models_dir, offline=offline)
+def weights_file(name: str, weights: WeightsResolver | None = None) -> Path:
+    """Local path of a detector weight file: through `weights`, else (MTCNN) from an installed
+    facenet-pytorch."""
+    if weights is not None:
+        return weights(name)
     if name.startswith("mtcnn-"):
         return facenet_pytorch_weights(name)
-    raise ModelUnavailable(f"model file {name!r} is not available (no model hub in this build)")
+    raise ModelUnavailable(
+        f"model file {name!r} is not available here",
+        hint="dhr fetches it through its model hub (`dhr models download`)",
+    )
 
 
 def facenet_pytorch_weights(name: str) -> Path:

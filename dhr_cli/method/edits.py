@@ -84,9 +84,10 @@ class GanspacePCA:
     mean: torch.Tensor
     comp: torch.Tensor
     std: torch.Tensor
+    source: str = "GANSpace PCA"
 
     @classmethod
-    def from_state(cls, state: Any, style_dim: int) -> GanspacePCA:
+    def from_state(cls, state: Any, style_dim: int, source: str = "GANSpace PCA") -> GanspacePCA:
         if not isinstance(state, dict) or not {"mean", "comp", "std"} <= set(state):
             raise BadData("the GANSpace file must hold 'mean', 'comp' and 'std'")
         mean, comp, std = (torch.as_tensor(state[k]).float() for k in ("mean", "comp", "std"))
@@ -96,7 +97,7 @@ class GanspacePCA:
                 f"GANSpace PCA shapes mean {list(mean.shape)}, comp {list(comp.shape)}, "
                 f"std {list(std.shape)} do not fit a W of {style_dim}"
             )
-        return cls(mean.reshape(1, style_dim), comp, std.reshape(-1))
+        return cls(mean.reshape(1, style_dim), comp, std.reshape(-1), source)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class GanspaceEdit:
             "component": self.component,
             "rows": [self.start, self.end],
             "strength": self.strength,
-            "source": "GANSpace FFHQ PCA (e4e release)",
+            "source": self.pca.source,
         }
 
 

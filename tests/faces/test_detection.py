@@ -98,9 +98,14 @@ def test_detector_weights_and_errors(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["pnet.pt", "rnet.pt", "onet.pt"]
     with pytest.raises(UsageError):
         faces.load_detector("haar")
-    # offline with an empty cache: RetinaFace weights are a clear ModelUnavailable
+    # no resolver for RetinaFace weights, or the hub's offline with an empty cache: a clear
+    # ModelUnavailable
     with pytest.raises(ModelUnavailable):
         faces.load_detector("retinaface", fast=True)
+    from dhr_cli.packs.shared import detector_weights
+
+    with pytest.raises(ModelUnavailable):
+        faces.load_detector("retinaface", fast=True, weights=detector_weights(tmp_path, True))
     with pytest.raises(BadData):
         faces.retinaface_detector(paths[0], fast=True)  # an MTCNN file is not RetinaFace
 

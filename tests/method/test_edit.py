@@ -243,7 +243,7 @@ def test_load_direction_files(tmp_path: Path) -> None:
 
 def test_ffhq_library_uses_the_published_directions(fixtures_dir: Path) -> None:
     from dhr_cli import hub
-    from dhr_cli.packs import load_pack, read_manifest
+    from dhr_cli.packs import load_pack, pack_settings
 
     folder = fixtures_dir / "directions/ffhq"
     pack = load_pack("ffhq", offline=True)
@@ -267,7 +267,7 @@ def test_ffhq_library_uses_the_published_directions(fixtures_dir: Path) -> None:
         lib.get("grin")
     with pytest.raises(UsageError, match="out of range"):
         lib.ganspace(parse_ganspace("80:0:1:1"))
-    synthetic_only = [n for n in read_manifest().get("directions", {}) if n not in ("smile", "age")]
+    synthetic_only = [n for n in pack_settings("synthetic").directions if n not in ("smile", "age")]
     if synthetic_only:  # a direction of the other pack: the project's pack is the problem
         with pytest.raises(BadData, match="synthetic pack"):
             lib.get(synthetic_only[0])

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import dhr_cli
-from dhr_cli.errors import BadData, InputMissing, ModelUnavailable
+from dhr_cli.errors import BadData, InputMissing
 from dhr_cli.nets.checkpoints import (
     encoder_config_from_state_dict,
     load_e4e,
@@ -228,8 +228,11 @@ def test_errors_are_clear(tmp_path, tiny_state):
         load_generator(text)
 
 
-def test_registry_name_goes_through_the_hub_offline():
-    with pytest.raises(ModelUnavailable):
+def test_a_registry_name_is_not_a_path(tmp_path, monkeypatch):
+    # the nets read the path they are given and nothing else: registry names are the pack's
+    # business (packs.Pack resolves them through the hub; tests/test_packs.py)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputMissing):
         load_generator("stylegan2-ffhq-1024")
 
 

@@ -119,7 +119,7 @@ def test_wrong_weights_are_refused(tmp_path: Path, weights: tuple[Path, dict]) -
 
 def test_from_hub_offline_without_weights_says_so(tmp_path: Path) -> None:
     from dhr_cli.errors import ModelUnavailable
-    from dhr_cli.nets.identity import identity_from_hub
+    from dhr_cli.packs.shared import identity_encoder
 
     with pytest.raises(ModelUnavailable, match="recognition_arcface_ir_se50.pth"):
-        identity_from_hub(models_dir=tmp_path, offline=True)
+        identity_encoder(models_dir=tmp_path, offline=True)

@@ -153,7 +153,9 @@ def test_bad_weight_files(tmp_path: Path, weights: tuple[Path, dict]) -> None:
 
 def test_from_hub_offline_without_weights_says_so(tmp_path: Path) -> None:
     from dhr_cli.errors import ModelUnavailable
-    from dhr_cli.nets.parsing import parser_from_hub
+    from dhr_cli.packs import Pack, pack_settings
 
+    # the ffhq pack resolves its parser through the hub (the net itself only takes a path)
+    pack = Pack(pack_settings("ffhq"), models_dir=tmp_path, offline=True)
     with pytest.raises(ModelUnavailable, match="parsing_bisenet.pth"):
-        parser_from_hub(models_dir=tmp_path, offline=True)
+        _ = pack.parser

