@@ -67,7 +67,7 @@ def _retinaface(network: str) -> Check:
 
         with warnings.catch_warnings(), torch.device("meta"):  # shapes only: no memory
             warnings.simplefilter("ignore")  # torchvision's notice for pretrained=False
-            net = RetinaFace(network_name=network, device=torch.device("cpu"))
+            net = RetinaFace(network_name=network, device=torch.device("meta"))
         state = torch_load(path)  # as faces.detection reads it
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]

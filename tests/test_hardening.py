@@ -485,3 +485,26 @@ def test_a_symlink_loop_is_told_as_one(tmp_path: Path, capsys: pytest.CaptureFix
     assert "symlink loop" in line and "not found" not in line
     assert main(["models", "import", str(a)]) == 3
     assert "symlink loop" in capsys.readouterr().err
+
+
+def test_the_registry_architectures_accept_their_own_networks(tmp_path: Path) -> None:
+    # files of the right network (random weights) load; one network is not taken for another
+    import warnings
+
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+
+    from dhr_cli.nets.parsing import FaceParser
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's notice for pretrained=False
+        retina = RetinaFace(network_name="mobile0.25", device=torch.device("cpu"))
+    detector = tmp_path / "detector.pth"  # as facexlib saves it: DataParallel names inside
+    torch.save({"module." + k: v for k, v in retina.state_dict().items()}, detector)
+    parser = tmp_path / "parser.pth"
+    torch.save(FaceParser().net.state_dict(), parser)
+    assert model_check.load_problem("retinaface-mobilenet0.25", detector) is None
+    assert model_check.load_problem("bisenet-parsing-19", parser) is None
+    for arch, path in (("retinaface-resnet50", detector), ("arcface-ir-se50", parser)):
+        problem = model_check.load_problem(arch, path)
+        assert problem and problem.startswith(f"it does not load as {arch}"), problem
