@@ -71,6 +71,7 @@ class Pack:
         self._lock = threading.Lock()
         self._stats: tuple[Any, float] | None = None
         self._sha: dict[str, str] = {}
+        self._file_hashes: dict[tuple[str, int, int], str] = {}
 
     # ---------------------------------------------------------------- files
 
@@ -157,7 +158,15 @@ class Pack:
             # a pinned hash, or the one recorded when the hub first verified the file: never
             # re-hash a multi-hundred-MB generator just to label a project
             return hub.get(label).sha256 or self._first_use_sha(label)
-        return sha256_file(path)
+        return self._file_sha(path)
+
+    def _file_sha(self, path: Path) -> str:
+        """sha256 of a pack folder's file, hashed again only when its size or mtime moved."""
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in self._file_hashes:
+            self._file_hashes[key] = sha256_file(path)
+        return self._file_hashes[key]
 
     def _first_use_sha(self, name: str) -> str:
         """The hash the hub recorded when it first verified an unpinned file ("" if none)."""
@@ -176,8 +185,7 @@ class Pack:
             label = ref.label
             if ref.path is None or label not in recorded:
                 continue
-            now = self._sha.setdefault(label, sha256_file(ref.path))
-            if now != recorded[label]:
+            if self._file_sha(ref.path) != recorded[label]:
                 raise BadData(
                     f"{ref.path} has changed since the project was made with the pack "
                     f"{self.settings.folder}",

@@ -1,13 +1,17 @@
-"""Packs whose networks are built in memory: random weights at the synthetic pack's shapes
-(tests, development without trained weights) and a synthetic pack read from another folder
-(a pack being trained, a calibration candidate)."""
+"""Packs whose networks are built here rather than downloaded: random weights at the synthetic
+pack's shapes (tests, development without trained weights), the same written as a pack folder
+of one's own (`write_random_pack`, the README's example of `--pack DIR`), and a synthetic pack
+read from another folder (a pack being trained, a calibration candidate)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from ..errors import BadData
 from ..nets.e4e import Encoder, EncoderConfig
@@ -15,9 +19,9 @@ from ..nets.parsing import SmallParser
 from ..nets.stylegan2 import Generator, GeneratorConfig, resolutions
 from ..synthetic import measure
 from .pack import Pack
-from .settings import PackSettings, pack_settings, read_json
+from .settings import MANIFEST, PackSettings, pack_settings, read_json
 
-__all__ = ["random_pack", "synthetic_pack_from", "synthetic_settings"]
+__all__ = ["random_pack", "synthetic_pack_from", "synthetic_settings", "write_random_pack"]
 
 
 def synthetic_settings(manifest: dict | None = None) -> PackSettings:
@@ -53,6 +57,7 @@ def random_pack(
     channels: dict[int, int] | None = None,
     style_dim: int = 64,
     n_mlp: int = 2,
+    encoder_widths: tuple[int, int, int, int] = (8, 16, 16, 32),
 ) -> Pack:
     """A pack of the synthetic pack's shapes with randomly initialised generator, encoder and
     parser (real LPIPS from the hub)."""
@@ -75,7 +80,7 @@ def random_pack(
             input_size=settings.encoder_size,
             n_styles=g.n_latent,
             style_dim=style_dim,
-            stage_widths=(8, 16, 16, 32),
+            stage_widths=encoder_widths,
             stage_units=(1, 1, 1, 1),
             se_reduction=4,
         )
@@ -94,3 +99,66 @@ def random_pack(
         settings,
         modules={"generator": g.eval(), "encoder": e.eval(), "parser": parser.eval()},
     )
+
+
+def write_random_pack(folder: Path | str, *, seed: int = 0, size: int = 64) -> Path:
+    """A pack folder of your own, with random weights at `size` px, as a user would write one:
+    the generator in rosinality's layout (``generator.pt``), the encoder in e4e's
+    (``e4e.pt``), a small face parser over the ffhq pack's 19 classes, a direction
+    (``smile.npy``) and the ``pack.json`` naming them. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pack_settings("ffhq")
+    n_latent = 2 * (size.bit_length() - 1) - 2
+    settings = replace(
+        synthetic_settings({}),
+        generator_size=size,
+        encoder_size=size,
+        n_latent=n_latent,
+        class_names=base.class_names,
+    )
+    # four distinct stage widths: the shape an e4e checkpoint's layout is recognised by
+    pack = random_pack(
+        seed,
+        settings=settings,
+        channels={r: 32 for r in resolutions(size)},
+        encoder_widths=(8, 16, 32, 64),
+    )
+    g, e = pack._modules["generator"], pack._modules["encoder"]
+    torch.save({"g_ema": g.state_dict(), "latent_avg": g.latent_avg}, folder / "generator.pt")
+    enc = {f"encoder.{k}": v for k, v in e.state_dict().items() if k != "latent_avg"}
+    opts = {"encoder_type": "Encoder4Editing", "stylegan_size": size}
+    torch.save({"state_dict": enc, "latent_avg": e.latent_avg, "opts": opts}, folder / "e4e.pt")
+    parser = pack._modules["parser"]
+    config = {"num_classes": len(base.class_names), "width": 8, "input_size": size,
+              "class_names": list(base.class_names)}
+    save_file(
+        {k: v.contiguous() for k, v in parser.state_dict().items()},
+        str(folder / "parser.safetensors"),
+        metadata={"config": json.dumps(config)},
+    )
+    gen = torch.Generator().manual_seed(seed + 1)
+    np.save(folder / "smile.npy", torch.randn(1, 64, generator=gen).numpy())
+    description = {
+        "format": "dhr-pack",
+        "version": 1,
+        "name": "tiny",
+        "description": f"random weights at {size} px (dhr_cli.packs.stand_in.write_random_pack)",
+        "files": {
+            "generator": "generator.pt",
+            "encoder": "e4e.pt",
+            "parser": {"path": "parser.safetensors", "format": "small-parser"},
+        },
+        "settings": {
+            "generator_size": size,
+            "n_latent": n_latent,
+            "style_dim": 64,
+            "encoder_size": size,
+            "feature_layer": min(5, n_latent - 2),
+            "coarse_res": size,
+            "aligned_input": True,
+        },
+        "directions": {"smile": {"file": "smile.npy", "unit": "random direction"}},
+    }
+    (folder / MANIFEST).write_text(json.dumps(description, indent=2) + "\n")
+    return folder
