@@ -1,6 +1,6 @@
 """Every command-line string dhr parses, parsed once, here: shards, tau tables, W+ row ranges,
 edits, GANSpace specs, direction files and sweeps. Each returns the typed value the library
-takes, or raises `UsageError` naming the flag.
+takes, or raises `UsageError` naming the flag. `flag_for` names a library parameter as its flag.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ..app.request import DIRECTION_SUFFIXES, GANSPACE_PRESETS, GanspaceSpec, Sw
 from ..errors import UsageError
 
 __all__ = [
+    "flag_for",
     "parse_direction_arg",
     "parse_ganspace",
     "parse_layers",
@@ -22,6 +23,11 @@ __all__ = [
     "parse_sweep",
     "parse_tau",
 ]
+
+
+def flag_for(parameter: str) -> str:
+    """The command-line flag of a library parameter (work_res -> --work-res)."""
+    return "--" + parameter.replace("_", "-")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -1,0 +1,309 @@
+"""`dhr edit`: semantic edits of inverted photos, sweeps, and `--list` of a pack's directions."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .. import console, packs
+from ..app.batch import run_batch, shard_items
+from ..app.request import EditRequest
+from ..errors import InputMissing, UsageError
+from ..faces.image_io import output_format
+from ..project import project_path_for, read_metadata
+from .args import (
+    parse_direction_arg,
+    parse_ganspace,
+    parse_layers,
+    parse_named,
+    parse_shard,
+    parse_sweep,
+)
+from .checks import without_own_outputs
+from .options import (
+    EDITS,
+    ENGINE,
+    FACES,
+    BlendRadiusOpt,
+    QualityOpt,
+    ShardOpt,
+    SkipOpt,
+    device_str,
+    finite,
+    not_stdout,
+    settings,
+)
+
+
+def strength_opt(name: str, what: str) -> Any:
+    return Annotated[
+        float | None,
+        typer.Option(
+            f"--{name}",
+            callback=finite,
+            help=f"{what} (strength; ffhq: distance in W along the unit InterFaceGAN direction, "
+            "synthetic: std-units of the attribute).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ]
+
+
+def edit_cmd(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Photos or project files (default: the project most recently written by "
+            "`dhr invert` in this folder).",
+            show_default=False,
+        ),
+    ] = None,
+    smile: strength_opt("smile", "Smile") = None,
+    age: strength_opt("age", "Age") = None,
+    pose: strength_opt("pose", "Head pose (yaw)") = None,
+    edit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--edit",
+            "-e",
+            help="Any direction of the project's pack: NAME=STRENGTH (repeatable; see --list).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ] = None,
+    ganspace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ganspace",
+            help="GANSpace edit (ffhq): IDX:START:END:STRENGTH, or a preset eyes, beard, lip "
+            "[:STRENGTH] (repeatable).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ] = None,
+    direction: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--direction",
+            help="Your own direction FILE[:STRENGTH] (.pt, .npy or .safetensors holding D, 1 x D "
+            "or n_latent x D values; strength 1 by default; repeatable).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            "--layers",
+            help="Apply the direction edits to W+ rows A..B-1 only (A:B).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            "--sweep",
+            help="Write a strip of N images: NAME=START:STOP:N (e.g. smile=-3:3:7).",
+            rich_help_panel=EDITS,
+            show_default=False,
+        ),
+    ] = None,
+    frames: Annotated[
+        bool,
+        typer.Option(
+            "--frames", help="With --sweep: also write each frame.", rich_help_panel=EDITS
+        ),
+    ] = False,
+    list_directions: Annotated[
+        bool,
+        typer.Option(
+            "--list",
+            help="List the directions the project's pack offers (names, shapes, units, source).",
+            rich_help_panel=EDITS,
+        ),
+    ] = False,
+    pack: Annotated[
+        str | None,
+        typer.Option(
+            "--pack",
+            help="Expect projects of this pack (ffhq or synthetic); with --list: list its directions.",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save",
+            help="Record the edit in the project's history (the project is otherwise never changed).",
+            rich_help_panel=FACES,
+        ),
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            callback=not_stdout,
+            help="Output FILE (one input) or folder DIR/ (default: <stem>.<edit>.<ext> beside the project file).",
+            rich_help_panel=FACES,
+            show_default=False,
+        ),
+    ] = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    blend_radius: BlendRadiusOpt = 32.0,
+    no_paste: Annotated[
+        bool,
+        typer.Option(
+            "--no-paste",
+            help="Write the aligned edited face instead of pasting it back.",
+            rich_help_panel=FACES,
+        ),
+    ] = False,
+    keep_ood: Annotated[
+        bool,
+        typer.Option(
+            "--keep-ood/--no-keep-ood",
+            help="DHR projects: keep the out-of-domain pixels exactly as reconstructed "
+            "(--no-keep-ood: hold only the out-of-domain feature, the paper's Eq. 4).",
+            rich_help_panel=FACES,
+        ),
+    ] = True,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Image format of the output (jpg, png, webp, tif, bmp; default: the photo's).",
+            rich_help_panel=FACES,
+            show_default=False,
+        ),
+    ] = None,
+    quality: QualityOpt = None,
+) -> None:
+    """Apply semantic edits (smile, age, pose, ...) to an inverted photo and paste the face back.
+
+    The face is rendered through the refined generator with the stored out-of-domain feature,
+    so hats, hands, earrings and backgrounds stay as they were.
+
+    Examples: `dhr edit --smile 1.5` (the newest project here), `dhr edit photo.jpg --age -1`,
+    `dhr edit photo.jpg --sweep smile=-3:3:7 --frames`, `dhr edit --list`.
+    """
+    from ..app.edit import EditSession, latest_project
+
+    s = settings()
+    if pack is not None:
+        packs.check_pack_name(pack)
+    named = [(n, v) for n, v in (("smile", smile), ("age", age), ("pose", pose)) if v is not None]
+    named += [parse_named(e) for e in edit or []]
+    request = EditRequest(
+        named=named,
+        ganspace=[parse_ganspace(g) for g in ganspace or []],
+        directions=[parse_direction_arg(d) for d in direction or []],
+        layers=parse_layers(layers),
+        sweep=parse_sweep(sweep),
+    )
+    if frames and request.sweep is None:
+        raise UsageError("--frames goes with --sweep")
+    inputs = without_own_outputs(list(inputs or []))
+    session = EditSession(
+        request,
+        output=output,
+        many=len(inputs) > 1,
+        pack_name=pack,
+        device=device_str(),
+        models_dir=s.models_dir,
+        offline=s.offline or None,
+        frames=frames,
+        save=save,
+        skip_existing=skip_existing,
+        paste=not no_paste,
+        keep_out_of_domain=keep_ood,
+        blend_radius=blend_radius,
+        format=fmt,
+        quality=quality,
+    )
+    if list_directions:
+        edit_list(session, inputs, pack)
+        return
+    if request.empty:
+        raise UsageError(
+            "nothing to edit",
+            hint="give an edit, e.g. --smile 1.5, --edit NAME=S or --ganspace eyes (see --list)",
+        )
+    shard_kn = parse_shard(shard)
+    if fmt is not None:
+        output_format("x", fmt)  # unknown formats fail before any work
+    session.check_output()
+    if not inputs:
+        found = latest_project()
+        console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
+        inputs = [found]
+    for warning in session.output_warnings(inputs):
+        console.log.warn(warning)
+    session.prepare(shard_items(inputs, shard_kn))
+    clashes = session.clashes(inputs)
+    result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", clashes=clashes)
+    if s.json:
+        console.print_json(result.to_json())
+    else:
+        for rec in result.done:
+            what = ", ".join(f"{e['name']} {e['strength']:+g}" for e in rec.get("edits", []))
+            if rec.get("sweep"):
+                sw = rec["sweep"]
+                what = f"{sw['name']} sweep {sw['values'][0]:+g}..{sw['values'][-1]:+g}" + (
+                    f" with {what}" if what else ""
+                )
+            console.log.info(f"{rec['input']}: {what or 'no change'} ({rec['method']} project)")
+            for path in rec["outputs"]:
+                console.print_data(path)
+        for rec in result.skipped:
+            console.log.info(f"{rec['input']}: skipped (outputs exist)")
+    result.raise_for_failures()
+
+
+def edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
+    """`dhr edit --list`: the directions of the pack of the given (or newest) project."""
+    names: list[str] = []
+    if inputs:
+        meta = read_metadata(project_path_for(inputs[0]))
+        names = [meta.get("pack") or pack or "ffhq"]
+    elif pack is not None:
+        names = [pack]
+    else:
+        from ..app.edit import latest_project
+
+        try:
+            names = [read_metadata(latest_project()).get("pack") or "ffhq"]
+        except InputMissing:
+            names = ["ffhq", "synthetic"]
+    listings = [session.listing(n) for n in names]
+    if settings().json:
+        console.print_json({"packs": listings})
+        return
+    for lst in listings:
+        table = Table(
+            title=f"{lst['pack']} pack ({lst['n_latent']} W+ rows)",
+            box=None,
+            pad_edge=False,
+            header_style="bold",
+            title_justify="left",
+        )
+        for col in ("name", "option", "shape"):
+            table.add_column(col, no_wrap=True)
+        for col in ("strength unit", "source"):
+            table.add_column(col, overflow="fold")
+        for d in lst["directions"]:
+            table.add_row(
+                d["name"],
+                d["option"],
+                "x".join(map(str, d["shape"])),
+                d["unit"],
+                d["source"] + ("" if d.get("cached", True) else " (not downloaded yet)"),
+            )
+        console.print_renderable(table)
+        for key in ("ganspace", "user_directions"):
+            if lst.get(key):
+                console.print_data(f"  {lst[key]}")

@@ -1,0 +1,365 @@
+"""`dhr invert` and `dhr mask`: one engine runner for both (inputs checked, pack loaded, models
+required, the batch run and reported)."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import console, packs
+from ..app.batch import run_batch
+from ..app.naming import output_collisions, output_paths
+from ..app.options import FaceOptions
+from ..errors import UsageError, not_found
+from ..faces.image_io import IMAGE_SUFFIXES, check_image, output_format, unused_quality
+from ..files import ensure_folder
+from ..project import SUFFIX
+from ..runtime import seed_everything
+from .args import flag_for, parse_shard, parse_tau
+from .checks import check_choice, pack_for, without_own_outputs
+from .options import (
+    ENGINE,
+    FACES,
+    AllFacesOpt,
+    BlendRadiusOpt,
+    CoarseStepsOpt,
+    DetectorOpt,
+    FaceOpt,
+    FastOpt,
+    MethodOpt,
+    MinFaceOpt,
+    OutputOpt,
+    PackOpt,
+    QualityOpt,
+    ShardOpt,
+    SkipOpt,
+    TauOpt,
+    TauQuantileOpt,
+    device_str,
+    settings,
+)
+
+
+def invert_cmd(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Photos (or their project files) to invert.", show_default=False),
+    ] = None,
+    method: MethodOpt = "dhr",
+    pack: PackOpt = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps",
+            min=0,
+            help="Refinement steps (dhr/feature 100, pti 350).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    weight_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--weight-steps",
+            min=0,
+            help="DHR: steps that update the generator weights (default 50, or half of --steps).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            "--layer",
+            min=0,
+            help="Feature layer (ffhq 11 = the 128x128 block output).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    lr_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-weight",
+            min=0.0,
+            help="Learning rate of the generator weights (dhr 1.5e-3, pti 3e-4).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    lr_feature: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-feature",
+            min=0.0,
+            help="Learning rate of the feature (9e-2).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    work_res: Annotated[
+        int | None,
+        typer.Option(
+            "--work-res",
+            help="Refine at this resolution through the generator's early exit (fast CPU mode, e.g. 256).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    tau: TauOpt = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
+    pivot: Annotated[
+        str,
+        typer.Option(
+            "--pivot",
+            help="PTI pivot: w (450-step projection) or e4e (the encoder's W+).",
+            rich_help_panel=ENGINE,
+        ),
+    ] = "w",
+    pivot_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--pivot-steps",
+            min=1,
+            help="PTI: W-projection steps of the pivot (450).",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    face: FaceOpt = None,
+    all_faces: AllFacesOpt = False,
+    min_face: MinFaceOpt = 48.0,
+    detector: DetectorOpt = "retinaface",
+    fast: FastOpt = False,
+    blend_radius: BlendRadiusOpt = 32.0,
+    no_paste: Annotated[
+        bool,
+        typer.Option(
+            "--no-paste",
+            help="Write the aligned reconstruction instead of pasting it back.",
+            rich_help_panel=FACES,
+        ),
+    ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Image format of the reconstruction (jpg, png, webp, tif, bmp).",
+            rich_help_panel=FACES,
+            show_default=False,
+        ),
+    ] = None,
+    quality: QualityOpt = None,
+) -> None:
+    """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction.
+
+    The project also records the in-domain mask (stored by `dhr mask`, reused if present),
+    the refined feature and generator weight delta; `dhr edit` reads it.
+    """
+    if not inputs:
+        raise UsageError("give at least one photo", hint="dhr invert photo.jpg")
+    check_choice("--method", method, ("dhr", "pti", "feature", "encoder"))
+    check_choice("--pivot", pivot, ("w", "e4e"))
+    check_choice("--detector", detector, ("retinaface", "mtcnn"))
+    if all_faces and face is not None:
+        raise UsageError("give --face N or --all-faces, not both")
+    shard_kn = parse_shard(shard)
+    faces = FaceOptions(
+        face=face,
+        all_faces=all_faces,
+        min_face=min_face,
+        detector=detector,
+        fast=fast,
+        blend_radius=blend_radius,
+        paste=not no_paste,
+        format=fmt,
+        quality=quality,
+    )
+    if fmt is not None:
+        output_format("x", fmt)  # unknown formats fail before any work
+    engine_options = dict(
+        method=method,
+        steps=steps,
+        weight_steps=weight_steps,
+        layer=layer,
+        lr_weight=lr_weight,
+        lr_feature=lr_feature,
+        work_res=work_res,
+        coarse_steps=coarse_steps,
+        tau=parse_tau(tau),
+        tau_quantile=tau_quantile,
+        pivot=pivot,
+        pivot_steps=pivot_steps,
+        faces=faces,
+    )
+    run_engine("invert", inputs, pack, engine_options, output, skip_existing, shard_kn)
+
+
+def mask_cmd(
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="Photos or project files.", show_default=False)
+    ] = None,
+    from_mask: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Import a hand-painted mask instead (white = in-domain/editable, black = kept); "
+            "square = aligned crop, or the photo's size.",
+            rich_help_panel=ENGINE,
+            show_default=False,
+        ),
+    ] = None,
+    pack: PackOpt = None,
+    tau: TauOpt = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
+    output: OutputOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    face: FaceOpt = None,
+    min_face: MinFaceOpt = 48.0,
+    detector: DetectorOpt = "retinaface",
+    fast: FastOpt = False,
+) -> None:
+    """Domain-Specific Segmentation: store the in-domain mask in the project, write an overlay.
+
+    The overlay is <stem>.mask.png: red = out-of-domain, kept as in the photo.
+    """
+    if not inputs:
+        raise UsageError("give at least one photo or project file", hint="dhr mask photo.jpg")
+    check_choice("--detector", detector, ("retinaface", "mtcnn"))
+    if from_mask is not None:
+        if len(inputs) > 1:
+            raise UsageError("--from imports one mask for one photo")
+        if not from_mask.is_file():
+            raise not_found(from_mask, "mask file")
+    shard_kn = parse_shard(shard)
+    faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
+    engine_options = dict(
+        method="dhr",
+        tau=parse_tau(tau),
+        tau_quantile=tau_quantile,
+        coarse_steps=coarse_steps,
+        faces=faces,
+    )
+    run_engine("mask", inputs, pack, engine_options, output, skip_existing, shard_kn, from_mask)
+
+
+def run_engine(
+    which: str,
+    inputs: list[Path],
+    pack: str | None,
+    engine_options: dict[str, Any],
+    output: Path | None,
+    skip_existing: bool,
+    shard: tuple[int, int] | None,
+    from_mask: Path | None = None,
+) -> None:
+    """Check the inputs and outputs, load the pack, require its files, run the batch."""
+    from ..app.engine import Engine, console_progress
+    from ..app.invert import invert_photo, mask_photo
+    from ..app.options import EngineOptions
+
+    s = settings()
+    inputs = without_own_outputs(inputs)
+    many = len(inputs) > 1
+    if len(inputs) == 1 and not inputs[0].exists():
+        raise not_found(inputs[0])
+    if output is not None and len(inputs) > 1 and output.suffix == SUFFIX:
+        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
+    if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
+        # -o is a project file or a folder here; a folder named x.png is never what was meant
+        raise UsageError(
+            f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
+            hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
+        )
+    if len(inputs) == 1 and inputs[0].suffix != SUFFIX:
+        check_image(inputs[0])  # before any model loads or downloads
+    if output is not None:  # an unwritable -o fails now, not after the first photo's work
+        ensure_folder(output_paths(inputs[0], output, many=many, fmt_ext=".png").project)
+    pack_name = pack_for(pack, inputs)
+    seed_everything(s.seed)
+    the_pack = packs.load_pack(
+        pack_name, device=device_str(), models_dir=s.models_dir, offline=s.offline or None
+    )
+    packs.apply_cpu_threads(the_pack)
+    show = not s.quiet and not s.json
+    engine = Engine(
+        the_pack,
+        EngineOptions(seed=s.seed, **engine_options),
+        progress=console_progress if show else None,
+    )
+    segment = (
+        which == "mask"
+        and from_mask is None
+        or (which == "invert" and engine.options.method == "dhr")
+    )
+    need = engine.needs(segment=segment)
+    unused = [flag_for(name) for name in engine.options.unused_options()]
+    if unused:  # e.g. a loop over methods with one set of options: say so, but go on
+        console.log.warn(f"{', '.join(unused)}: not used by --method {engine.options.method}")
+    f = engine.options.faces
+    ignored = (
+        [flag_for(n) for n in f.detection_options()] if the_pack.settings.aligned_input else []
+    )
+    if ignored:  # `--face 2` that silently edits the only face would be a surprise
+        console.log.warn(
+            f"{', '.join(ignored)}: not used with the {pack_name} pack "
+            "(its images are aligned crops of one face; none is detected)"
+        )
+    if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
+        console.log.warn(warning)
+    the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
+    if which == "invert":
+
+        def work(path: Path) -> dict[str, Any]:
+            return invert_photo(engine, path, output=output, many=many, skip_existing=skip_existing)
+    else:
+
+        def work(path: Path) -> dict[str, Any]:
+            return mask_photo(
+                engine,
+                path,
+                output=output,
+                many=many,
+                from_mask=from_mask,
+                skip_existing=skip_existing,
+            )
+
+    console.log.debug(f"pack {pack_name} on {the_pack.device}: {the_pack.describe()}")
+    clashes = output_collisions(inputs, output) if many else {}
+    result = run_batch(inputs, work, shard=shard, label=which, clashes=clashes)
+    report_batch(result, which)
+
+
+def report_batch(result: Any, label: str) -> None:
+    """What a batch of invert/mask did: files on stdout (or JSON), metrics on stderr."""
+    s = settings()
+    if s.json:
+        console.print_json(result.to_json())
+    else:
+        for rec in result.done:
+            line = [rec.get("project", "")]
+            for key in ("recon", "mask_overlay"):
+                if rec.get(key):
+                    line.append(rec[key])
+            faces = rec.get("faces") or []
+            if faces and faces[0].get("metrics"):
+                m = faces[0]["metrics"]
+                t = faces[0]["times"].get("total")
+                console.log.info(
+                    f"{rec['input']}: {label} mse {m['mse']:.4f}  lpips {m['lpips']:.4f}  {t:.1f} s"
+                )
+            elif rec.get("in_domain_fraction") is not None:
+                console.log.info(
+                    f"{rec['input']}: in-domain {100 * rec['in_domain_fraction']:.1f}% "
+                    f"({rec.get('mask_source')})"
+                )
+            console.print_data("  ".join(line))
+        for rec in result.skipped:
+            console.log.info(f"{rec['input']}: skipped (outputs exist)")
+    result.raise_for_failures()
