@@ -289,7 +289,6 @@ class Engine:
             lpips_vgg=self.pack.lpips_vgg if m == "pti" and cfg.pivot == "w" else None,
             latent_stats=self.pack.latent_stats() if m == "pti" else None,
             config=cfg,
-            layer=cfg.layer,
             callback=callback,
         )
 

@@ -74,7 +74,7 @@ class RefineConfig:
     weight_steps: int = 50
     lr_weight: float = 1.5e-3
     lr_feature: float = 9e-2
-    layer: int | None = None  # None = the pack's feature layer
+    layer: int | None = None  # the feature layer: the pack's setting, required by dhr/feature
     l2_lambda: float = 1.0
     lpips_lambda: float = 1.0
     work_res: int | None = None  # None = full generator size; else optimise via the early exit
@@ -401,10 +401,10 @@ def refine(
     lpips_vgg: torch.nn.Module | None = None,
     latent_stats: tuple[torch.Tensor, float] | None = None,
     config: RefineConfig | None = None,
-    layer: int | None = None,
     callback: Callback | None = None,
 ) -> Refinement:
-    """Run one method on an embedded image (wplus from the encoder; mask needed for dhr)."""
+    """Run one method on an embedded image (wplus from the encoder; mask needed for dhr;
+    `config.layer` for dhr and feature)."""
     config = config or RefineConfig(method=method)
     if method == "encoder":
         return Refinement(method="encoder", wplus=wplus.detach())
@@ -421,9 +421,9 @@ def refine(
             config=config,
             callback=callback,
         )
-    layer = config.layer if config.layer is not None else layer
-    if layer is None:
-        layer = generator.default_feature_layer
+    layer = config.layer
+    if layer is None:  # the pack's setting: the method has no default of its own
+        raise ValueError(f"method {method} needs config.layer, the feature layer")
     if method == "dhr":
         if mask is None:
             raise ValueError("dhr needs the in-domain mask")

@@ -638,13 +638,6 @@ class Generator(nn.Module):
             )
         return 2 * int(math.log2(resolution // 4)) + 1
 
-    @property
-    def default_feature_layer(self) -> int:
-        """DHR's default: the 128x128 block output at 1024 px (layer 11); for smaller
-        generators the block at size/8, but never below 16x16."""
-        res = min(max(self.size // 8, 16), self.size // 2)
-        return self.block_output_layer(max(res, 4))
-
     def last_layer(self, stop_at: int | None = None) -> int:
         """Index of the last styled conv executed when synthesis stops at `stop_at` px."""
         if stop_at is None:
@@ -676,8 +669,9 @@ class Generator(nn.Module):
           draws fresh noise; by default the stored `noises.noise_*` buffers are used.
         stop_at: resolution (4, 8, ..., size) at which to stop and return the RGB skip
           image accumulated so far (r = stop_at); default: full size.
-        feature_layer: feature layer index (module docstring); default
-          `default_feature_layer` when `feature` or `return_feature` is given.
+        feature_layer: feature layer index (module docstring); required when `feature` or
+          `return_feature` is given (DHR's is a pack setting, e.g. 11 = the 128x128 block
+          output at 1024 px).
         feature, feature_mask: DHR Eq. 4 — the layer's feature f_l becomes
           f_l * m + feature * (1 - m), m = mask average-pooled to the layer size (1 =
           in-domain); no mask = replace. Differentiable w.r.t. `feature` and the weights.
@@ -691,7 +685,9 @@ class Generator(nn.Module):
         use_layer = feature is not None or return_feature
         layer = -1
         if use_layer:
-            layer = self.default_feature_layer if feature_layer is None else int(feature_layer)
+            if feature_layer is None:
+                raise ValueError("a feature or return_feature needs feature_layer")
+            layer = int(feature_layer)
             self._check_layer(layer)
             if layer > self.last_layer(stop_at):
                 raise ValueError(f"feature layer {layer} lies beyond stop_at={stop_at}")
@@ -724,16 +720,16 @@ class Generator(nn.Module):
     def feature_at(
         self,
         latent: torch.Tensor,
-        layer: int | None = None,
+        layer: int,
         *,
         noise: Sequence[torch.Tensor | None] | None = None,
         randomize_noise: bool = False,
     ) -> torch.Tensor:
-        """f_l alone: runs only the styled convs before feature layer `layer` (default
-        `default_feature_layer`); equals the feature `forward(..., return_feature=True)`
-        returns, without rendering (a cheap way to initialise DHR's refined feature)."""
+        """f_l alone: runs only the styled convs before feature layer `layer`; equals the
+        feature `forward(..., return_feature=True)` returns, without rendering (a cheap way to
+        initialise DHR's refined feature)."""
         w = self.as_wplus(latent)
-        layer = self.default_feature_layer if layer is None else int(layer)
+        layer = int(layer)
         self._check_layer(layer)
         noises = self._noise_list(noise, randomize_noise)
         x = self.input(w.shape[0]).contiguous(memory_format=self._memory_format())

@@ -19,6 +19,7 @@ from dhr_cli.nets.stylegan2 import (
     _DepthwiseFIR,
     hybrid_feature,
 )
+from dhr_cli.packs import pack_settings
 
 
 def _within(got: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
@@ -158,7 +159,8 @@ def test_mean_latent_is_deterministic(tiny):
 def test_layer_index_convention():
     g = Generator(GeneratorConfig.config_f(1024))
     assert (g.n_latent, g.num_layers) == (18, 17)
-    assert g.default_feature_layer == 11  # the official DHR feature_idx
+    # the official DHR feature_idx (the ffhq pack's setting) is the 128x128 block output
+    assert g.block_output_layer(128) == pack_settings("ffhq").feature_layer == 11
     assert g.layer_resolution(11) == 128 and g.layer_channels(11) == 256
     assert g.layer_shape(11) == (1, 256, 128, 128)
     assert [g.layer_resolution(i) for i in range(6)] == [4, 4, 8, 8, 16, 16]
@@ -166,7 +168,7 @@ def test_layer_index_convention():
     assert [g.conv_resolution(i) for i in (0, 1, 2, 15, 16)] == [4, 8, 8, 1024, 1024]
     with pytest.raises(ValueError):
         g.layer_resolution(17)
-    assert Generator(GeneratorConfig.config_f(256)).default_feature_layer == 7  # 32x32
+    assert Generator(GeneratorConfig.config_f(256)).block_output_layer(32) == 7  # 32x32
 
 
 @pytest.mark.parametrize("layer", [0, 3, 4, 5])
