@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .app.options import EngineOptions
+from .app.request import EditRequest
+from .bench import grey_change, iou
+from .errors import DhrError, UsageError
+from .faces import load_image, save_image
+from .files import ensure_folder
+from .packs import apply_cpu_threads, load_pack
+from .project import Project
+from .synthetic.benchset import make_sample
 
 # An occluded scene of the benchmark set's generator whose occluders cover the face partly
 # (hand / glasses / hat ...), chosen once so the demo always shows the same photo.
@@ -24,14 +35,12 @@ SHEET_COLUMNS = ("input", "mask (red: out-of-domain)", "reconstruction", "edit",
 
 
 def _tile(rgb: np.ndarray, size: int = SHEET_TILE) -> Any:
-    from PIL import Image
 
     return Image.fromarray(rgb).resize((size, size), Image.Resampling.NEAREST)
 
 
 def demo_sheet(images: list[np.ndarray], titles: list[str]) -> np.ndarray:
     """One row of tiles with a title above each (uint8 RGB)."""
-    from PIL import Image, ImageDraw, ImageFont
 
     pad, head = 8, 28
     w = len(images) * (SHEET_TILE + pad) + pad
@@ -56,8 +65,6 @@ def _region_mse(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float | Non
 def _check_not_someones_photo(photo: Path, demo_image: np.ndarray) -> None:
     """UsageError when -o holds a face.png that an earlier demo did not write: the demo writes
     fixed names (face.png, its project, demo.png, ...) and must not replace a user's files."""
-    from .errors import DhrError, UsageError
-    from .faces import load_image
 
     if not photo.exists():
         return
@@ -82,16 +89,11 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns what was written and the measured errors."""
+    # the workflows load torch: imported here so that the command line starts without it
     from .app.edit import EditSession
     from .app.engine import Engine, console_progress
     from .app.invert import invert_photo, mask_overlay, mask_photo
-    from .app.options import EngineOptions
-    from .app.request import EditRequest
-    from .bench import grey_change, iou
-    from .faces import load_image, save_image
-    from .files import ensure_folder
-    from .packs import apply_cpu_threads, load_pack
-    from .synthetic.benchset import make_sample
+
 
     out_dir = Path(out_dir)
     # 1. the photo, with its ground truth (true out-of-domain mask, true smile edit)
@@ -128,7 +130,6 @@ def run_demo(
     edited = session.edit_input(photo)
 
     # 4. the side-by-side sheet and the errors against the ground truth
-    from .project import Project
 
     project = Project.load(Path(inverted["project"]))
     in_domain = project.mask[0, 0].numpy() > 0.5 if project.mask is not None else None

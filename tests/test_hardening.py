@@ -142,6 +142,17 @@ def test_a_fifo_as_the_project_is_refused_at_once(photo: Path) -> None:
             assert e.value.exit_code == 3 and "\n" not in e.value.message
 
 
+def test_dhr_edit_tells_a_fifo_project_as_one(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    os.mkfifo(photo.parent / "face.png.dhr")
+    with deadline(60):
+        for arg in (photo, photo.parent / "face.png.dhr"):
+            assert main(["edit", str(arg), "--smile", "1"]) == 3
+            [line] = err_lines(capsys)
+            assert "named pipe (FIFO)" in line and "no project file" not in line
+
+
 def test_a_project_header_length_is_checked_before_the_body_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -218,18 +218,20 @@ class EditSession:
 
     def _faces_for(self, arg: Path) -> tuple[list[Path], Path | None]:
         """Project files and the photo (when given) for one command-line input."""
+        # exists(), not is_file(): a FIFO or device in a project's place is refused by
+        # Project.load with its own message (not a regular file), not taken for a missing one
         if arg.suffix == SUFFIX:
-            if not arg.is_file():
+            if not arg.exists():
                 raise InputMissing(
                     f"project file not found: {arg}", hint="run `dhr invert PHOTO` first"
                 )
             return [arg], None
         projects = _face_projects(arg)
         if not arg.exists():
-            if projects[0].is_file():  # the photo moved after invert: its projects tell the rest
+            if projects[0].exists():  # the photo moved after invert: its projects tell the rest
                 return projects, None
             raise not_found(arg)
-        if not projects[0].is_file():
+        if not projects[0].exists():
             raise InputMissing(
                 f"{arg} has no project file ({projects[0].name})",
                 hint=f"run `dhr invert {arg}` first (or give the .dhr file)",
