@@ -11,6 +11,7 @@ face drawn for it is the renderer's face of
 Each ``u_k`` has exactly unit variance (and is nearly normal), so ``u[:27]`` is a valid renderer
 latent; the other ``D - 27`` coordinates are nuisance that the mapping learns to ignore. A face
 of the renderer ``z27`` is reproduced by ``G(mapping(domain_z(z27)))`` (:func:`domain_z`).
+Images meet the networks as float tensors in [-1, 1] (:func:`to_tensor`, :func:`render_images`).
 
 Attribute probe
 ---------------

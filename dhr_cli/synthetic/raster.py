@@ -60,6 +60,11 @@ def hsv_color(h: float, s: float, v: float) -> tuple[float, float, float]:
     return (255.0 * r, 255.0 * g, 255.0 * b)
 
 
+# --------------------------------------------------------------------------------------------
+# The canvas
+# --------------------------------------------------------------------------------------------
+
+
 class Canvas:
     """Palette-indexed drawing surface at supersampled resolution.
 
@@ -145,6 +150,11 @@ class Canvas:
                 draw.text((float(xy[0, 0]), float(xy[0, 1])), extra[0], fill=idx, font=extra[1])
         colors = np.array(self.colors, dtype=np.float32)
         return np.asarray(image, dtype=np.uint8), colors, np.array(self.classes, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Box filter: supersampled drawing -> anti-aliased layer, coverage and class counts
+# --------------------------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=8)
