@@ -43,13 +43,17 @@ import json
 import os
 import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from filelock import FileLock, Timeout
+
 from . import __version__
-from .errors import BadData, InputMissing, not_found
+from .errors import BadData, InputMissing, OutputError, not_found
 from .files import atomic_write, open_regular, sha256_file
 from .method.recipe import RenderRecipe
 
@@ -90,6 +94,41 @@ def project_path_for(arg: Path | str) -> Path:
     """A command-line argument that is either a photo or its project file -> the project path."""
     arg = Path(arg)
     return arg if arg.suffix == SUFFIX else default_path(arg)
+
+
+LOCK_TIMEOUT_S = 900.0  # how long a writer waits for another one (DHR_LOCK_TIMEOUT overrides)
+
+
+def lock_path(project: Path | str) -> Path:
+    """The lock file every project of one photo shares: ``.<photo>.dhr.lock`` beside them."""
+    project = Path(project)
+    return project.with_name(f".{photo_name_of(project)}{SUFFIX}.lock")
+
+
+@contextmanager
+def locked(project: Path | str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the photo's project lock for a read-modify-write of its project files, so that two
+    processes (`dhr invert` and `dhr edit --save`, two `--save`s) never lose each other's
+    update: a second writer waits, up to `timeout` s (OutputError, exit 6, after that)."""
+    if timeout is None:
+        timeout = float(os.environ.get("DHR_LOCK_TIMEOUT") or LOCK_TIMEOUT_S)
+    path = lock_path(project)
+    if path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
+        path.unlink()
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputError(
+            f"{project} is being written by another dhr process (waited {timeout:g} s)",
+            hint="let it finish and run this again, or raise DHR_LOCK_TIMEOUT (seconds)",
+        ) from None
+    except OSError as e:
+        raise OutputError(f"cannot lock {project}: {e.strerror or e}") from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _now() -> str:

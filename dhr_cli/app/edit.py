@@ -45,7 +45,14 @@ from ..method.edits import apply_edits
 from ..method.render import render_edit, stored_feature_mask, to_uint8
 from ..packs.pack import Pack, apply_cpu_threads, load_pack
 from ..packs.settings import PACK_NAMES, is_pack_folder
-from ..project import SUFFIX, Project, default_path, project_path_for, read_metadata
+from ..project import (
+    SUFFIX,
+    Project,
+    default_path,
+    locked,
+    project_path_for,
+    read_metadata,
+)
 from .directions import DirectionLibrary, rows_in
 from .naming import (
     edit_tag,
@@ -447,10 +454,11 @@ class EditSession:
                 params["sweep"] = record["sweep"]
             if rows is not None:
                 params["layers"] = list(rows)
-            for f in faces:
-                fresh = Project.load(f.path)  # what is on disk, plus one history entry
-                fresh.record_step("edit", params)
-                fresh.save(f.path)
+            with locked(main.path):  # another writer of the photo's projects waits, and v.v.
+                for f in faces:
+                    fresh = Project.load(f.path)  # what is on disk, plus one history entry
+                    fresh.record_step("edit", params)
+                    fresh.save(f.path)
             record["saved"] = True
         return record
 

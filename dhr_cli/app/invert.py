@@ -25,7 +25,7 @@ from ..faces import AlignedFace, Photo, load_image, paste_faces, save_image
 from ..files import ensure_folder
 from ..method.render import to_uint8
 from ..method.segment import Segmentation
-from ..project import SUFFIX, Project
+from ..project import SUFFIX, Project, locked
 from .engine import Engine, FaceResult, store_result
 from .naming import Outputs, output_paths, recon_extension
 
@@ -113,37 +113,45 @@ def invert_photo(
     done = skip_existing and outs.project.exists() and outs.recon.exists()
     if done and Project.load(outs.project).refined:
         return {"input": str(photo_path), "skipped": True, "project": str(outs.project)}
-    existing = _load_existing(outs.project, photo_path, engine.pack.name)
-    quad = None
-    if existing is not None and existing.quad is not None and not engine.options.faces.all_faces:
-        quad = existing.quad.numpy()
-    faces = engine.align(photo, quad=quad)
-    results: list[FaceResult] = []
-    records = []
-    for k, aligned in enumerate(faces, start=1):
-        o = (
-            outs
-            if k == 1
-            else output_paths(photo_path, output, many=many, fmt_ext=ext, face_index=k)
-        )
-        base = existing if k == 1 else _load_existing(o.project, photo_path, engine.pack.name)
-        mask, source = _stored_mask(base, engine)
-        r = engine.invert_face(aligned, mask=mask, mask_source=source)
-        project = build_project(engine, photo_path, r, base)
-        ensure_folder(o.project)
-        project.save(o.project)
-        results.append(r)
-        records.append(
-            {
-                "face": k,
-                "project": str(o.project),
-                "method": engine.options.method,
-                "mask_source": r.mask_source,
-                "in_domain_fraction": None if r.mask is None else float(r.mask.mean()),
-                "metrics": r.metrics,
-                "times": {kk: round(v, 3) for kk, v in r.times.items()},
-            }
-        )
+    ensure_folder(outs.project)
+    # the photo's projects are read, refined and written under its lock: a concurrent
+    # `dhr edit --save` or `dhr invert` of the same photo waits instead of losing an update
+    with locked(outs.project):
+        existing = _load_existing(outs.project, photo_path, engine.pack.name)
+        quad = None
+        if (
+            existing is not None
+            and existing.quad is not None
+            and not engine.options.faces.all_faces
+        ):
+            quad = existing.quad.numpy()
+        faces = engine.align(photo, quad=quad)
+        results: list[FaceResult] = []
+        records = []
+        for k, aligned in enumerate(faces, start=1):
+            o = (
+                outs
+                if k == 1
+                else output_paths(photo_path, output, many=many, fmt_ext=ext, face_index=k)
+            )
+            base = existing if k == 1 else _load_existing(o.project, photo_path, engine.pack.name)
+            mask, source = _stored_mask(base, engine)
+            r = engine.invert_face(aligned, mask=mask, mask_source=source)
+            project = build_project(engine, photo_path, r, base)
+            ensure_folder(o.project)
+            project.save(o.project)
+            results.append(r)
+            records.append(
+                {
+                    "face": k,
+                    "project": str(o.project),
+                    "method": engine.options.method,
+                    "mask_source": r.mask_source,
+                    "in_domain_fraction": None if r.mask is None else float(r.mask.mean()),
+                    "metrics": r.metrics,
+                    "times": {kk: round(v, 3) for kk, v in r.times.items()},
+                }
+            )
     written = _write_images(engine, photo, results, outs)
     return {
         "input": str(photo_path),
@@ -206,6 +214,24 @@ def mask_photo(
     target = Path(target)
     if not target.exists():
         raise not_found(target)
+    written = (
+        target
+        if target.suffix == SUFFIX
+        else output_paths(target, output, many=many, fmt_ext=".png").project
+    )
+    ensure_folder(written)
+    with locked(written):  # read, masked and written under the photo's lock (see invert_photo)
+        return _mask_locked(engine, target, output, many, from_mask, skip_existing)
+
+
+def _mask_locked(
+    engine: Engine,
+    target: Path,
+    output: Path | None,
+    many: bool,
+    from_mask: Path | None,
+    skip_existing: bool,
+) -> dict[str, Any]:
     if target.suffix == SUFFIX:
         existing, photo_path = project_source(target, engine.pack.name)
         outs = output_paths(photo_path, output, many=many, fmt_ext=".png")

@@ -202,6 +202,7 @@ _ONE_EDIT = rf"[A-Za-z][\w.-]*?{_NUM}"
 
 _TAG = re.compile(
     rf"(?:sweep-[A-Za-z][\w.-]*?{_NUM}to{_NUM}x\d+|{_ONE_EDIT})(?:_{_ONE_EDIT})*(?:_rows\d+-\d+)?"
+    r"(?:\.sheet)?"  # a sweep's labelled sheet (faces/sheet.py)
     r"|.+~[0-9a-f]{8}"
 )
 
