@@ -1,11 +1,13 @@
 """What the scene benchmarks (engine_synthetic.py, edit_synthetic.py) share: their options,
-the pack they measure (under the pack's own thread policy, as `dhr invert` runs it) and the
-occluded scenes of the benchmark set."""
+the pack they measure (under the pack's own thread policy, as `dhr invert` runs it), the
+occluded scenes of the benchmark set and the --json file that describes that set."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,3 +50,10 @@ def open_pack(args: argparse.Namespace) -> Pack:
 def occluded_scenes(args: argparse.Namespace) -> tuple[BenchSet, list[BenchSample]]:
     bench = make_benchset(args.n, args.seed)
     return bench, bench.stratum("occluded")[: args.limit]
+
+
+def write_json(args: argparse.Namespace, benchset: dict[str, Any], **sections: Any) -> None:
+    """With --json: the benchmark set (size, seed, then `benchset`) and the sections, as JSON."""
+    if args.json:
+        doc = {"benchset": {"n": args.n, "seed": args.seed, **benchset}, **sections}
+        args.json.write_text(json.dumps(doc, indent=1))

@@ -28,7 +28,6 @@ Acceptance (issue 7): DHR's mse_in and mse_out below pti's and feature's; DHR's 
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -36,7 +35,7 @@ import time
 
 import numpy as np
 import torch
-from _scenes import occluded_scenes, open_pack, scene_arguments
+from _scenes import occluded_scenes, open_pack, scene_arguments, write_json
 
 from dhr_cli.app.directions import DirectionLibrary
 from dhr_cli.app.engine import Engine
@@ -183,28 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{v[0]:.4f} vs {v[1]:.4f}" if isinstance(v, list) else f"{v:.3f}"
         print(f"  {'PASS' if c['ok'] else 'FAIL'}  {name}: {text}")
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s", flush=True)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "benchset": {
-                        "n": args.n,
-                        "seed": args.seed,
-                        "scenes": len(scenes),
-                        "deltas": deltas,
-                    },
-                    "pack": pack.settings.provenance,
-                    "machine": f"{platform.machine()}, torch {torch.__version__}, "
-                    f"{torch.get_num_threads()} threads",
-                    "summary": summary,
-                    "per_delta": per_delta,
-                    "reference_no_edit": reference,
-                    "checks": checks,
-                    "rows": rows,
-                },
-                indent=1,
-            )
-        )
+    write_json(
+        args,
+        {"scenes": len(scenes), "deltas": deltas},
+        pack=pack.settings.provenance,
+        machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        summary=summary,
+        per_delta=per_delta,
+        reference_no_edit=reference,
+        checks=checks,
+        rows=rows,
+    )
     return 0 if all(c["ok"] for c in checks.values()) else 1
 
 

@@ -17,7 +17,6 @@ lowest of the four; DHR time <= 0.3x pti; DHR invert < 10 s.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -26,7 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _scenes import occluded_scenes, open_pack, scene_arguments
+from _scenes import occluded_scenes, open_pack, scene_arguments, write_json
 
 from dhr_cli.app.engine import Engine
 from dhr_cli.app.options import EngineOptions
@@ -183,31 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         val = f"{val:.3f}" if isinstance(val, float) else val
         print(f"  {'PASS' if v['ok'] else 'FAIL'}  {k}: {val}")
 
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "benchset": {
-                        "n": args.n,
-                        "seed": args.seed,
-                        "stratum": "occluded",
-                        "scenes": len(scenes),
-                    },
-                    "pack": pack.describe(),
-                    "machine": {
-                        "python": sys.version.split()[0],
-                        "torch": torch.__version__,
-                        "threads": torch.get_num_threads(),
-                        "platform": platform.platform(),
-                    },
-                    "summary": summary,
-                    "checks": checks,
-                    "rows": rows,
-                    "segmentation": seg_rows,
-                },
-                indent=1,
-            )
-        )
+    write_json(
+        args,
+        {"stratum": "occluded", "scenes": len(scenes)},
+        pack=pack.describe(),
+        machine={
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        summary=summary,
+        checks=checks,
+        rows=rows,
+        segmentation=seg_rows,
+    )
     return 0
 
 
