@@ -18,11 +18,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .app.options import EngineOptions
 from .app.request import EditRequest
-from .bench import grey_change, iou
 from .errors import DhrError, UsageError
 from .faces import load_image, save_image
 from .files import ensure_folder
-from .packs import apply_cpu_threads, load_pack
 from .project import Project
 from .synthetic.benchset import make_sample
 
@@ -93,6 +91,8 @@ def run_demo(
     from .app.edit import EditSession
     from .app.engine import Engine, console_progress
     from .app.invert import invert_photo, mask_overlay, mask_photo
+    from .bench import grey_change, iou
+    from .packs import apply_cpu_threads, load_pack
 
 
     out_dir = Path(out_dir)

@@ -43,12 +43,18 @@ import json
 import os
 import re
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from filelock import FileLock, Timeout
 
@@ -109,16 +115,15 @@ def lock_path(project: Path | str) -> Path:
 def locked(project: Path | str, timeout: float | None = None) -> Iterator[None]:
     """Hold the photo's project lock for a read-modify-write of its project files, so that two
     processes (`dhr invert` and `dhr edit --save`, two `--save`s) never lose each other's
-    update: a second writer waits, up to `timeout` s (OutputError, exit 6, after that)."""
+    update: a second writer waits, up to `timeout` s (OutputError, exit 6, after that).
+
+    The lock file is removed by its last holder, so no file is left beside the photo."""
     if timeout is None:
         timeout = float(os.environ.get("DHR_LOCK_TIMEOUT") or LOCK_TIMEOUT_S)
     path = lock_path(project)
-    if path.is_symlink():  # filelock opens with O_TRUNC: never through a planted link
-        path.unlink()
-    lock = FileLock(str(path), timeout=timeout)
     try:
-        lock.acquire()
-    except Timeout:
+        fd = _acquire(path, timeout)
+    except TimeoutError:
         raise OutputError(
             f"{project} is being written by another dhr process (waited {timeout:g} s)",
             hint="let it finish and run this again, or raise DHR_LOCK_TIMEOUT (seconds)",
@@ -128,7 +133,60 @@ def locked(project: Path | str, timeout: float | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
+        _release(fd, path)
+
+
+def _acquire(path: Path, timeout: float) -> Any:
+    if fcntl is None:  # Windows: filelock's lock, whose file stays
+        lock = FileLock(str(path), timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TimeoutError(str(path)) from None
+        return lock
+    return _flock(path, timeout)
+
+
+def _flock(path: Path, timeout: float) -> int:
+    """An exclusive flock on `path`, created if needed (never through a symlink). A file its
+    holder removed meanwhile is not the lock any more: then the new one is locked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(str(path)) from None
+                    time.sleep(0.1)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _release(fd: Any, path: Path) -> None:
+    if isinstance(fd, FileLock):
+        fd.release()
+        return
+    # removed while still held: a waiter then finds its file replaced and locks the new one
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def _now() -> str:

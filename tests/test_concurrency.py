@@ -59,6 +59,7 @@ def test_two_edit_saves_at_once_keep_both_records(face: Path) -> None:
     assert _steps(project).count("edit") == 2
     tags = {h["params"]["tag"] for h in json.loads(read_metadata(project)["history"])[-2:]}
     assert tags == {"smile+1", "smile-1"}
+    assert not lock_path(project).exists()  # the last holder removes the lock file
 
 
 def test_an_edit_save_waits_for_the_lock_and_loses_nothing(face: Path) -> None:

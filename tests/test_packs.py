@@ -117,3 +117,17 @@ def test_a_broken_pack_is_bad_data_and_nothing_is_written(
 def test_a_folder_without_description_is_not_a_pack(tmp_path: Path) -> None:
     with pytest.raises(BadData, match="holds no pack.json"):
         pack_settings(str(tmp_path))
+
+
+def test_the_synthetic_pack_refuses_a_real_photo(tmp_path: Path, capsys) -> None:
+    """The synthetic pack only means something on 64-px renders of its own domain: a real photo
+    (skimage's astronaut, square) is refused with a pointer to the ffhq pack, before any work."""
+    from skimage.data import astronaut
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()).save(photo)
+    assert main(["invert", str(photo), "--pack", "synthetic"]) == 4
+    err = capsys.readouterr().err
+    assert "takes 64 x 64 renders of its own domain, got 512 x 512" in err
+    assert "--pack ffhq" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.png"]

@@ -456,3 +456,29 @@ def test_invert_accepts_the_project_file(pack, photo: Path, tmp_path: Path) -> N
     assert redo["project"] == str(out / "face.png.dhr")
     assert redo["recon"] == str(out / "face.recon.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_aligned_inputs_are_taken_as_they_are(tmp_path: Path) -> None:
+    """--aligned: a square crop (FFHQ / CelebA-HQ test images) is neither detected nor aligned;
+    it is resized to the generator's size and pasted back as the identity."""
+    from dataclasses import replace
+
+    from dhr_cli.app.options import FaceOptions
+    from dhr_cli.packs import random_pack, synthetic_settings
+
+    photo_pack = replace(synthetic_settings({}), aligned_input=False, input_size_exact=False)
+    pack = random_pack(2, settings=photo_pack)
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)  # no face: detection would fail
+    Image.fromarray(crop).save(tmp_path / "crop.png")
+    faces = FaceOptions(aligned=True, detector="mtcnn")
+    engine = Engine(pack, EngineOptions(method="encoder", faces=faces))
+    rec = invert_photo(engine, tmp_path / "crop.png")
+    out = np.asarray(Image.open(rec["recon"]).convert("RGB"))
+    assert out.shape == crop.shape  # the reconstruction, at the crop's own size
+    p = Project.load(rec["project"])
+    assert torch.equal(p.crop_to_photo, torch.eye(3, dtype=torch.float64))
+    assert p.recipe.identity_alignment is True and p.wplus.shape[1] == 10
+    Image.fromarray(crop[:, :80]).save(tmp_path / "wide.png")
+    with pytest.raises(BadData, match="--aligned takes square aligned images"):
+        invert_photo(engine, tmp_path / "wide.png")

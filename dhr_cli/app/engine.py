@@ -209,18 +209,25 @@ class Engine:
         return load_image(path)
 
     def align(self, photo: Photo, *, quad: np.ndarray | None = None) -> list[AlignedFace]:
-        """Aligned crop(s) of the photo at the generator size: identity for packs whose inputs
-        are already aligned, the stored quad when given, else detection + FFHQ alignment."""
+        """Aligned crop(s) of the photo at the generator size: the photo itself when it is an
+        aligned crop (the pack's inputs are, or `aligned` says so; resized to the generator's
+        size, pasted back as the identity), the stored quad when given, else detection + FFHQ
+        alignment."""
         s = self.pack.settings
         size = s.generator_size
-        if s.aligned_input:
+        if s.aligned_input or self.options.faces.aligned:
             rgb = photo.rgb
             if rgb.shape[0] != rgb.shape[1]:
+                what = f"the {s.name} pack expects" if s.aligned_input else "--aligned takes"
                 raise BadData(
-                    f"{photo.name}: the {s.name} pack expects square aligned images, got "
+                    f"{photo.name}: {what} square aligned images, got "
                     f"{rgb.shape[1]} x {rgb.shape[0]}",
-                    hint=s.domain_hint or "it has no face detector: give it a square crop of "
-                    "one face",
+                    hint=s.domain_hint
+                    or (
+                        "it has no face detector: give it a square crop of one face"
+                        if s.aligned_input
+                        else "drop --aligned to detect and align the face"
+                    ),
                 )
             if s.input_size_exact and rgb.shape[0] != size:
                 raise BadData(

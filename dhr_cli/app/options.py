@@ -52,6 +52,7 @@ class TauSpec:
 class FaceOptions:
     """How faces are found and put back (the faces module's options)."""
 
+    aligned: bool = False  # the photo is an aligned square crop (FFHQ / CelebA-HQ style)
     face: int | None = None
     all_faces: bool = False
     min_face: float = 48.0
