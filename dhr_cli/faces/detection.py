@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 
 from ..errors import BadData, ModelUnavailable, UsageError, first_line
+from ..nets.checkpoints import torch_load
+from ..nets.mtcnn import MTCNN
 from .image_io import Photo, as_rgb
 
 DETECTORS = ("retinaface", "mtcnn")
@@ -258,9 +260,6 @@ def _one_thread() -> Iterator[None]:
 @functools.lru_cache(maxsize=4)
 def mtcnn_detector(paths: tuple[Path, Path, Path], device: str = "cpu") -> _Detector:
     """MTCNN from the P-, R- and O-Net weight files (cached per process)."""
-    from ..nets.checkpoints import torch_load
-    from ..nets.mtcnn import MTCNN
-
     net = MTCNN()
     try:
         net.load_state_dicts(*(torch_load(p) for p in paths))
@@ -284,8 +283,6 @@ def retinaface_detector(
     (cached per process). `threshold` is the minimum face confidence."""
     name = "retinaface-mobilenet" if fast else "retinaface-resnet50"
     from facexlib.detection.retinaface import RetinaFace
-
-    from ..nets.checkpoints import torch_load
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecation notice for pretrained=False

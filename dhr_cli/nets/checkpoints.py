@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadData, InputMissing, UsageError, first_line
+from ..files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .e4e import Encoder
@@ -271,8 +272,6 @@ def save_models(
 ) -> Path:
     """Write a generator and/or encoder to one safetensors file in dhr's layout."""
     from safetensors.torch import save
-
-    from ..files import atomic_write_bytes
 
     if generator is None and encoder is None:
         raise ValueError("save_models needs a generator or an encoder")
@@ -890,8 +889,6 @@ _TORCH_LEGACY_MAGIC = bytes.fromhex("8a0a6cfc9c46f9206aa85019")
 
 def lpips_net_name(net: str) -> str:
     """Canonical LPIPS backbone name ("alex" or "vgg") for `net` (aliases alexnet, vgg16)."""
-    from ..errors import UsageError
-
     try:
         return _LPIPS_NET_ALIASES[net.lower()]
     except KeyError:

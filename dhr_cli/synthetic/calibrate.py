@@ -44,10 +44,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..app.engine import Engine
+from ..app.options import EngineOptions
 from ..faces import identity_alignment
 from ..files import atomic_write_json
 from ..method.projector import ProjectorConfig
+from ..method.render import from_uint8, render
 from ..method.segment import SegmentConfig, segment, superpixel_classes
+from ..packs import SYNTHETIC_DIR, apply_cpu_threads, synthetic_pack_from
 from . import classes as C
 from .benchset import make_benchset
 
@@ -77,8 +81,6 @@ class SceneStats:
 
 def collect(pack: Any, scenes: Sequence[Any], coarse_res: int = 64) -> list[SceneStats]:
     """Run the coarse inversion + superpixel scoring + parser on each scene."""
-    from ..method.render import from_uint8
-
     s = pack.settings
     out = []
     for sc in scenes:
@@ -223,10 +225,6 @@ def layer_study(
     pack: Any, scenes: Sequence[Any], settings: Any, layers: Sequence[int]
 ) -> dict[str, Any]:
     """DHR with each candidate layer: reconstruction and smile-edit errors (MSE in [-1, 1])."""
-    from ..app.engine import Engine
-    from ..app.options import EngineOptions
-    from ..method.render import from_uint8, render
-
     direction = pack.directions.get("smile") if pack.directions else None
     out: dict[str, Any] = {}
     for layer in layers:
@@ -403,8 +401,6 @@ def write_section(section: dict[str, Any], folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..packs import SYNTHETIC_DIR, apply_cpu_threads, synthetic_pack_from
-
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
