@@ -152,8 +152,19 @@ class Task:
 
 
 @contextmanager
-def progress(description: str, total: float | None = None, *, unit: str = "") -> Iterator[Task]:
-    """Progress for one slow step: a transient bar on a TTY, plain lines otherwise."""
+def progress(
+    description: str,
+    total: float | None = None,
+    *,
+    unit: str = "",
+    early_stop: str = "its stopping rule was met",
+) -> Iterator[Task]:
+    """Progress for one slow step: a transient bar with elapsed time and ETA on a TTY, plain
+    lines otherwise.
+
+    A step that ends before its total without an error (PTI stops once its LPIPS is low enough,
+    by design) is shown as finished, not as a bar stuck part-way, and a note says where it
+    stopped and why (`early_stop`, e.g. "LPIPS below 0.06")."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -174,6 +185,7 @@ def progress(description: str, total: float | None = None, *, unit: str = "") ->
         yield task
         if not _state.quiet:
             _state.err.print(f"{description}: done in {time.monotonic() - t0:.1f} s", markup=False)
+        _note_early_stop(task, unit, early_stop)
         return
     if unit == "bytes":
         columns = [
@@ -181,6 +193,8 @@ def progress(description: str, total: float | None = None, *, unit: str = "") ->
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
             TimeRemainingColumn(),
         ]
     else:
@@ -189,8 +203,27 @@ def progress(description: str, total: float | None = None, *, unit: str = "") ->
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
         ]
     with Progress(*columns, console=_state.err, transient=True) as bar:
         task_id = bar.add_task(description, total=total, status="")
-        yield Task(bar, task_id, description, total)
+        task = Task(bar, task_id, description, total)
+        yield task
+        if stopped_early(task):  # finished by design: a full bar, not one stuck part-way
+            bar.update(task_id, completed=task.total)
+    _note_early_stop(task, unit, early_stop)
+
+
+def stopped_early(task: Task) -> bool:
+    """The step ended (without an error) before its total, after doing some of it."""
+    return bool(task.total) and 0 < task.completed < (task.total or 0)
+
+
+def _note_early_stop(task: Task, unit: str, why: str) -> None:
+    if unit != "bytes" and stopped_early(task):
+        log.info(
+            f"{task.description}: stopped early at {task.completed:.0f}/{task.total:.0f} "
+            f"({why}, by design)"
+        )

@@ -75,6 +75,11 @@ ENVIRONMENT: dict[str, str] = {
         "Base URL tried first for every download (`URL/<file name>`), e.g. a models folder "
         "served by any static HTTP server; the same size and sha256 checks apply."
     ),
+    "DHR_LOCK_TIMEOUT": (
+        "Seconds a command that writes a project (`dhr invert`, `dhr mask`, `dhr edit --save`) "
+        "waits while another dhr process writes the same photo's projects (default 900); after "
+        "that it exits with status 6."
+    ),
     "NO_COLOR": "Any non-empty value turns off colours in messages.",
 }
 
@@ -557,7 +562,7 @@ def completion_script(shell: str) -> str:
     """
     from typer._completion_shared import get_completion_script
 
-    get_cli()  # registers typer's completion classes
+    get_cli()  # importing dhr_cli.cli registers typer's completion classes
     script = get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
     script = script.strip() + "\n"
     if shell == "zsh":

@@ -126,7 +126,15 @@ def test_sweep_strip_frames_output_file_and_save(work: Path, capsys) -> None:
         assert (work / f"f0.smile{v}.png").is_file()
     assert (work / "f0.smile+0.png").read_bytes() == (work / "f0.recon.png").read_bytes()
     printed = capsys.readouterr().out.split()  # the written files, one per line
-    assert printed[0].endswith("f0.sweep-smile-3to+3x7.png") and len(printed) == 8
+    assert printed[0].endswith("f0.sweep-smile-3to+3x7.png") and len(printed) == 9
+    # beside the strip, the same strip with each frame's strength written under it
+    assert printed[1].endswith("f0.sweep-smile-3to+3x7.sheet.png")
+    sheet = np.asarray(Image.open(work / "f0.sweep-smile-3to+3x7.sheet.png").convert("RGB"))
+    assert sheet.shape[1] == 7 * 64 and sheet.shape[0] > 64
+    assert np.array_equal(sheet[:64], np.asarray(strip.convert("RGB")))
+    band = sheet[64:].astype(int)
+    for k in range(7):  # ink under every frame
+        assert (band[:, k * 64 : (k + 1) * 64] < 128).any(), k
     # -o FILE with --format, and --save records the edit in the history
     target = work / "mine.jpg"
     assert main(["edit", f0, "--smile", "1", "-o", str(target), "--save", "--json"]) == 0

@@ -14,28 +14,35 @@ from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exc
+from typer._completion_classes import completion_init
 
 from .. import __version__, console
 from ..errors import EXIT_CODE_HELP, DhrError, ExitCode, ParameterError, UsageError
 from ..runtime import sigterm_as_ctrl_c
 from . import bench, demo, edit, invert, models
 from .args import flag_for
-from .options import register, with_global_options
+from .options import DhrGroup, register, with_global_options
 
 _EXIT_CODES_EPILOG = "Exit codes: " + "; ".join(f"{int(c)} {h}" for c, h in EXIT_CODE_HELP.items())
 
 app = typer.Typer(
     name="dhr",
+    cls=DhrGroup,
     help=(
         "Edit faces in photos with StyleGAN2 inversion and Domain-Specific Hybrid Refinement (DHR).\n\n"
         "Typical chain: dhr invert photo.jpg  ->  dhr edit photo.jpg --smile 1.5"
     ),
     epilog=_EXIT_CODES_EPILOG,
     no_args_is_help=True,
-    add_completion=True,
+    # the shell completions ship with dhr (completions/, installed into share/ by pip):
+    # typer's --install-completion / --show-completion would write a second, different copy
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+completion_init()  # typer's answers to the shipped scripts' requests (bash, zsh, fish)
 
 
 def _version_callback(value: bool) -> None:

@@ -6,7 +6,9 @@ takes, or raises `UsageError` naming the flag. `flag_for` names a library parame
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..app.options import TauSpec
@@ -22,6 +24,7 @@ __all__ = [
     "parse_shard",
     "parse_sweep",
     "parse_tau",
+    "shard_from_scheduler",
 ]
 
 
@@ -30,17 +33,98 @@ def flag_for(parameter: str) -> str:
     return "--" + parameter.replace("_", "-")
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'K/N' (1 <= K <= N) -> (K, N); None passes through."""
+def parse_shard(
+    text: str | None, count: int | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[int, int] | None:
+    """--shard 'K/N' (1 <= K <= N) -> (K, N), or 'auto': the shard of this task of a Slurm job
+    array or a Kubernetes Indexed Job (`shard_from_scheduler`); None passes through.
+    `count` is --shard-count (N of an Indexed Job)."""
+    if text is not None and text.strip().lower() == "auto":
+        return shard_from_scheduler(os.environ if environ is None else environ, count)
+    if count is not None:
+        raise UsageError("--shard-count goes with --shard auto", hint="--shard K/N names N itself")
     if text is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not m:
-        raise UsageError(f"--shard must look like K/N (e.g. 1/4), got {text!r}")
+        raise UsageError(f"--shard must look like K/N (e.g. 1/4) or auto, got {text!r}")
     k, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 1 <= k <= n:
         raise UsageError(f"--shard {text}: need 1 <= K <= N", hint="shards are numbered 1..N")
     return k, n
+
+
+# the variables `--shard auto` reads (Slurm job arrays; Kubernetes Indexed Jobs)
+SLURM_VARS = (
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_COUNT",
+)
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+
+
+def _env_int(environ: Mapping[str, str], name: str) -> int | None:
+    value = environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--shard auto: {name}={value!r} is not a whole number") from None
+
+
+def shard_from_scheduler(environ: Mapping[str, str], count: int | None = None) -> tuple[int, int]:
+    """(K, N) of this task from the scheduler's variables.
+
+    Slurm job array (`sbatch --array=A-B[:S]`): the task IDs A, A+S, ..., B are shards 1..N in
+    order, N = SLURM_ARRAY_TASK_COUNT (an array given as a list of IDs must be evenly spaced).
+    Kubernetes Indexed Job: JOB_COMPLETION_INDEX 0..N-1 is shard index+1, N = `count` (the
+    Job's completions). UsageError when neither is set."""
+    task = _env_int(environ, "SLURM_ARRAY_TASK_ID")
+    if task is not None:
+        low = _env_int(environ, "SLURM_ARRAY_TASK_MIN")
+        high = _env_int(environ, "SLURM_ARRAY_TASK_MAX")
+        n = _env_int(environ, "SLURM_ARRAY_TASK_COUNT")
+        if low is None or high is None:
+            raise UsageError(
+                "--shard auto: SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_MIN/MAX",
+                hint="run inside an array job (sbatch --array=...), or give --shard K/N",
+            )
+        if n is None:  # older Slurm: a plain range A-B
+            n = high - low + 1
+        if count is not None and count != n:
+            raise UsageError(
+                f"--shard-count {count} disagrees with the Slurm array's {n} tasks",
+                hint="leave out --shard-count: the array says how many tasks there are",
+            )
+        step = (high - low) // (n - 1) if n > 1 else 1
+        if n < 1 or not low <= task <= high or (task - low) % step or low + step * (n - 1) != high:
+            raise UsageError(
+                f"--shard auto: Slurm array task {task} of {low}-{high} ({n} tasks) is not on an "
+                "evenly spaced range",
+                hint="use --array=A-B or A-B:S, or give --shard K/N",
+            )
+        return (task - low) // step + 1, n
+    index = _env_int(environ, K8S_INDEX)
+    if index is not None:
+        if count is None:
+            raise UsageError(
+                f"--shard auto: {K8S_INDEX}={index} (a Kubernetes Indexed Job) needs --shard-count "
+                "N, the Job's completions",
+                hint="e.g. completions: 8 in the Job, --shard auto --shard-count 8 in its command",
+            )
+        if not 0 <= index < count:
+            raise UsageError(
+                f"--shard auto: {K8S_INDEX}={index} is not below --shard-count {count}",
+                hint="--shard-count is the Job's completions (indexes 0..N-1)",
+            )
+        return index + 1, count
+    raise UsageError(
+        "--shard auto: no scheduler variables are set (SLURM_ARRAY_TASK_ID of a Slurm job array, "
+        f"{K8S_INDEX} of a Kubernetes Indexed Job)",
+        hint="run it as an array task (sbatch --array=0-7 ...), or give --shard K/N",
+    )
 
 
 def parse_tau(text: str | None) -> TauSpec | None:

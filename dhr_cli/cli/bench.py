@@ -7,21 +7,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from .. import console, packs
 from ..errors import PartialFailure, UsageError, not_found
 from ..faces.image_io import check_image
 from ..files import make_folder
 from ..runtime import seed_everything
-from .args import parse_named, parse_shard
-from .checks import listed, pack_for, without_own_outputs
+from .args import parse_named
+from .checks import listed, pack_for, shard_of, without_own_outputs
 from .options import (
     BATCH,
     BENCH,
     ENGINE,
     REPORT,
+    DhrGroup,
     PackOpt,
+    ShardCountOpt,
     ShardOpt,
     device_str,
     not_stdout,
@@ -30,7 +31,7 @@ from .options import (
 )
 
 
-class BenchGroup(TyperGroup):
+class BenchGroup(DhrGroup):
     """`dhr bench ...` without a subcommand name means `dhr bench run ...` (so
     `dhr bench --synthetic 24` and `dhr bench photos/*.jpg` work as written)."""
 
@@ -163,6 +164,7 @@ def bench_cmd(
         ),
     ] = None,
     shard: ShardOpt = None,
+    shard_count: ShardCountOpt = None,
     jobs: Annotated[
         int,
         typer.Option(
@@ -235,7 +237,7 @@ def bench_cmd(
     from ..bench import BenchConfig, BenchInterrupted, check_results_path, run_bench
 
     s = settings()
-    shard_kn = parse_shard(shard)
+    shard_kn = shard_of(shard, shard_count)
     inputs = list(inputs or [])
     if synthetic is not None and inputs:
         raise UsageError("give photos or --synthetic N, not both")
@@ -285,7 +287,8 @@ def bench_cmd(
     if report is not None:
         make_folder(report)
     seed_everything(s.seed)
-    command_line = bench_command_line(config, shard, jobs)
+    resolved = None if shard_kn is None else f"{shard_kn[0]}/{shard_kn[1]}"
+    command_line = bench_command_line(config, resolved, jobs)
     try:
         doc = run_bench(config, shard=shard_kn, jobs=jobs, show_progress=not s.quiet)
     except BenchInterrupted as e:

@@ -10,6 +10,7 @@ from .. import console, packs
 from ..app.naming import drop_own_outputs, drop_repeats
 from ..errors import DhrError, UsageError
 from ..project import project_path_for, read_metadata
+from .args import parse_shard
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -57,3 +58,11 @@ def pack_for(pack: str | None, inputs: list[Path]) -> str:
             if found:
                 return found
     return "ffhq"
+
+
+def shard_of(text: str | None, count: int | None) -> tuple[int, int] | None:
+    """--shard and --shard-count as (K, N); `auto` says which shard the scheduler gave."""
+    shard = parse_shard(text, count)
+    if shard is not None and text is not None and text.strip().lower() == "auto":
+        console.log.info(f"shard {shard[0]}/{shard[1]} (from the scheduler's task variables)")
+    return shard

@@ -6,7 +6,6 @@ from typing import Annotated
 import typer
 
 from .. import console
-from ..demo import run_demo
 from ..runtime import seed_everything
 from .options import device_str, finite, not_stdout, settings
 
@@ -17,6 +16,7 @@ def demo_cmd(
         typer.Option(
             "--output",
             "-o",
+            metavar="DIR",
             callback=not_stdout,
             help="Folder for the demo's files (new, or an earlier demo's: its files are replaced).",
         ),
@@ -25,6 +25,7 @@ def demo_cmd(
         float,
         typer.Option(
             "--smile",
+            metavar="S",
             help="Strength of the smile edit (std-units of the renderer).",
             callback=finite,
         ),
@@ -33,8 +34,11 @@ def demo_cmd(
     """Offline demo on the bundled synthetic faces: invert, edit the smile, compare with the truth.
 
     An occluded synthetic photo is inverted with DHR, its smile edited, and the edit compared with
-    the true edit; demo.png shows all of it.
+    the true edit; demo.png shows all of it. The files go into dhr-demo/ in the current folder
+    (-o DIR for another).
     """
+    from ..demo import run_demo  # loads torch
+
     s = settings()
     seed_everything(s.seed)
     result = run_demo(
@@ -59,3 +63,4 @@ def demo_cmd(
     )
     for key in ("sheet", "photo", "project", "mask_overlay", "recon", "edit", "true_edit"):
         console.print_data(str(result[key]))
+    console.log.info(f"the demo's files are in {output.resolve()}")

@@ -3,34 +3,40 @@
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
+from PIL import Image
 from rich.table import Table
 
 from .. import console, packs
 from ..app.batch import run_batch, shard_items
 from ..app.request import EditRequest
 from ..errors import InputMissing, UsageError
-from ..faces.image_io import output_format
+from ..faces.image_io import output_format, save_image
+from ..faces.sheet import labelled_sheet, sheet_path, sweep_labels
 from ..project import project_path_for, read_metadata
+from . import complete
 from .args import (
     parse_direction_arg,
     parse_ganspace,
     parse_layers,
     parse_named,
-    parse_shard,
     parse_sweep,
 )
-from .checks import without_own_outputs
+from .checks import shard_of, without_own_outputs
 from .options import (
+    ADVANCED,
     EDITS,
     ENGINE,
     FACES,
     BlendRadiusOpt,
     QualityOpt,
+    ShardCountOpt,
     ShardOpt,
     SkipOpt,
     device_str,
     finite,
+    format_opt,
     not_stdout,
     settings,
 )
@@ -41,6 +47,7 @@ def strength_opt(name: str, what: str) -> Any:
         float | None,
         typer.Option(
             f"--{name}",
+            metavar="S",
             callback=finite,
             help=f"{what} (strength; ffhq: distance in W along the unit InterFaceGAN direction, "
             "synthetic: std-units of the attribute).",
@@ -67,6 +74,8 @@ def edit_cmd(
         typer.Option(
             "--edit",
             "-e",
+            metavar="NAME=S",
+            autocompletion=complete.direction_edits,
             help="Any direction of the project's pack: NAME=STRENGTH (repeatable; see --list).",
             rich_help_panel=EDITS,
             show_default=False,
@@ -76,6 +85,8 @@ def edit_cmd(
         list[str] | None,
         typer.Option(
             "--ganspace",
+            metavar="SPEC",
+            autocompletion=complete.ganspace_presets,
             help="GANSpace edit (ffhq): IDX:START:END:STRENGTH, or a preset eyes, beard, lip "
             "[:STRENGTH] (repeatable).",
             rich_help_panel=EDITS,
@@ -86,6 +97,7 @@ def edit_cmd(
         list[str] | None,
         typer.Option(
             "--direction",
+            metavar="FILE[:S]",
             help="Your own direction FILE[:STRENGTH] (.pt, .npy or .safetensors holding D, 1 x D "
             "or n_latent x D values; strength 1 by default; repeatable).",
             rich_help_panel=EDITS,
@@ -96,6 +108,7 @@ def edit_cmd(
         str | None,
         typer.Option(
             "--layers",
+            metavar="A:B",
             help="Apply the direction edits to W+ rows A..B-1 only (A:B).",
             rich_help_panel=EDITS,
             show_default=False,
@@ -105,6 +118,8 @@ def edit_cmd(
         str | None,
         typer.Option(
             "--sweep",
+            metavar="NAME=A:B:N",
+            autocompletion=complete.direction_edits,
             help="Write a strip of N images: NAME=START:STOP:N (e.g. smile=-3:3:7).",
             rich_help_panel=EDITS,
             show_default=False,
@@ -128,7 +143,10 @@ def edit_cmd(
         str | None,
         typer.Option(
             "--pack",
-            help="Expect projects of this pack (ffhq or synthetic); with --list: list its directions.",
+            metavar="PACK",
+            autocompletion=complete.pack_names,
+            help="Expect projects of this pack (ffhq, synthetic or a pack folder); with --list: "
+            "list its directions.",
             rich_help_panel=ENGINE,
             show_default=False,
         ),
@@ -146,15 +164,13 @@ def edit_cmd(
         typer.Option(
             "--output",
             "-o",
+            metavar="PATH",
             callback=not_stdout,
             help="Output FILE (one input) or folder DIR/ (default: <stem>.<edit>.<ext> beside the project file).",
             rich_help_panel=FACES,
             show_default=False,
         ),
     ] = None,
-    skip_existing: SkipOpt = False,
-    shard: ShardOpt = None,
-    blend_radius: BlendRadiusOpt = 32.0,
     no_paste: Annotated[
         bool,
         typer.Option(
@@ -163,25 +179,21 @@ def edit_cmd(
             rich_help_panel=FACES,
         ),
     ] = False,
+    fmt: format_opt("the output") = None,
+    quality: QualityOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    shard_count: ShardCountOpt = None,
     keep_ood: Annotated[
         bool,
         typer.Option(
             "--keep-ood/--no-keep-ood",
             help="DHR projects: keep the out-of-domain pixels exactly as reconstructed "
             "(--no-keep-ood: hold only the out-of-domain feature, the paper's Eq. 4).",
-            rich_help_panel=FACES,
+            rich_help_panel=ADVANCED,
         ),
     ] = True,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="Image format of the output (jpg, png, webp, tif, bmp; default: the photo's).",
-            rich_help_panel=FACES,
-            show_default=False,
-        ),
-    ] = None,
-    quality: QualityOpt = None,
+    blend_radius: BlendRadiusOpt = 32.0,
 ) -> None:
     """Apply semantic edits (smile, age, pose, ...) to an inverted photo and paste the face back.
 
@@ -233,7 +245,7 @@ def edit_cmd(
             "nothing to edit",
             hint="give an edit, e.g. --smile 1.5, --edit NAME=S or --ganspace eyes (see --list)",
         )
-    shard_kn = parse_shard(shard)
+    shard_kn = shard_of(shard, shard_count)
     if fmt is not None:
         output_format("x", fmt)  # unknown formats fail before any work
     session.check_output()
@@ -246,6 +258,9 @@ def edit_cmd(
     session.prepare(shard_items(inputs, shard_kn))
     clashes = session.clashes(inputs)
     result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", clashes=clashes)
+    for rec in result.done:
+        if rec.get("strip"):
+            write_sweep_sheet(rec)
     if s.json:
         console.print_json(result.to_json())
     else:
@@ -262,6 +277,21 @@ def edit_cmd(
         for rec in result.skipped:
             console.log.info(f"{rec['input']}: skipped (outputs exist)")
     result.raise_for_failures()
+
+
+def write_sweep_sheet(rec: dict[str, Any]) -> None:
+    """Beside a sweep's strip, the same strip with each frame's strength written under it
+    (`<strip>.sheet.png`); the record gets it as "sheet" and among its outputs."""
+    strip = Path(rec["strip"])
+    with Image.open(strip) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    sweep = rec["sweep"]
+    path = sheet_path(strip)
+    sheet = labelled_sheet(pixels, sweep_labels(sweep["name"], sweep["values"]))
+    save_image(path, sheet, format="PNG")
+    rec["sheet"] = str(path)
+    outputs = rec["outputs"]
+    outputs.insert(outputs.index(str(strip)) + 1, str(path))
 
 
 def edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:

@@ -15,9 +15,11 @@ from ..faces.image_io import IMAGE_SUFFIXES, check_image, output_format, unused_
 from ..files import ensure_folder
 from ..project import SUFFIX
 from ..runtime import seed_everything
-from .args import flag_for, parse_shard, parse_tau
-from .checks import check_choice, pack_for, without_own_outputs
+from . import complete
+from .args import flag_for, parse_tau
+from .checks import check_choice, pack_for, shard_of, without_own_outputs
 from .options import (
+    ADVANCED,
     ENGINE,
     FACES,
     AllFacesOpt,
@@ -31,11 +33,13 @@ from .options import (
     OutputOpt,
     PackOpt,
     QualityOpt,
+    ShardCountOpt,
     ShardOpt,
     SkipOpt,
     TauOpt,
     TauQuantileOpt,
     device_str,
+    format_opt,
     settings,
 )
 
@@ -52,90 +56,16 @@ def invert_cmd(
         typer.Option(
             "--steps",
             min=0,
+            metavar="N",
             help="Refinement steps (dhr/feature 100, pti 350).",
             rich_help_panel=ENGINE,
             show_default=False,
         ),
     ] = None,
-    weight_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--weight-steps",
-            min=0,
-            help="DHR: steps that update the generator weights (default 50, or half of --steps).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
-    layer: Annotated[
-        int | None,
-        typer.Option(
-            "--layer",
-            min=0,
-            help="Feature layer (ffhq 11 = the 128x128 block output).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
-    lr_weight: Annotated[
-        float | None,
-        typer.Option(
-            "--lr-weight",
-            min=0.0,
-            help="Learning rate of the generator weights (dhr 1.5e-3, pti 3e-4).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
-    lr_feature: Annotated[
-        float | None,
-        typer.Option(
-            "--lr-feature",
-            min=0.0,
-            help="Learning rate of the feature (9e-2).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
-    work_res: Annotated[
-        int | None,
-        typer.Option(
-            "--work-res",
-            help="Refine at this resolution through the generator's early exit (fast CPU mode, e.g. 256).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
     tau: TauOpt = None,
-    tau_quantile: TauQuantileOpt = None,
-    coarse_steps: CoarseStepsOpt = None,
-    pivot: Annotated[
-        str,
-        typer.Option(
-            "--pivot",
-            help="PTI pivot: w (450-step projection) or e4e (the encoder's W+).",
-            rich_help_panel=ENGINE,
-        ),
-    ] = "w",
-    pivot_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--pivot-steps",
-            min=1,
-            help="PTI: W-projection steps of the pivot (450).",
-            rich_help_panel=ENGINE,
-            show_default=False,
-        ),
-    ] = None,
     output: OutputOpt = None,
-    skip_existing: SkipOpt = False,
-    shard: ShardOpt = None,
     face: FaceOpt = None,
     all_faces: AllFacesOpt = False,
-    min_face: MinFaceOpt = 48.0,
-    detector: DetectorOpt = "retinaface",
-    fast: FastOpt = False,
-    blend_radius: BlendRadiusOpt = 32.0,
     no_paste: Annotated[
         bool,
         typer.Option(
@@ -144,16 +74,92 @@ def invert_cmd(
             rich_help_panel=FACES,
         ),
     ] = False,
-    fmt: Annotated[
-        str | None,
+    fmt: format_opt("the reconstruction") = None,
+    quality: QualityOpt = None,
+    skip_existing: SkipOpt = False,
+    shard: ShardOpt = None,
+    shard_count: ShardCountOpt = None,
+    weight_steps: Annotated[
+        int | None,
         typer.Option(
-            "--format",
-            help="Image format of the reconstruction (jpg, png, webp, tif, bmp).",
-            rich_help_panel=FACES,
+            "--weight-steps",
+            metavar="N",
+            min=0,
+            help="DHR: steps that update the generator weights (default 50, or half of --steps).",
+            rich_help_panel=ADVANCED,
             show_default=False,
         ),
     ] = None,
-    quality: QualityOpt = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            "--layer",
+            metavar="N",
+            min=0,
+            help="Feature layer (ffhq 11 = the 128x128 block output).",
+            rich_help_panel=ADVANCED,
+            show_default=False,
+        ),
+    ] = None,
+    lr_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-weight",
+            metavar="LR",
+            min=0.0,
+            help="Learning rate of the generator weights (dhr 1.5e-3, pti 3e-4).",
+            rich_help_panel=ADVANCED,
+            show_default=False,
+        ),
+    ] = None,
+    lr_feature: Annotated[
+        float | None,
+        typer.Option(
+            "--lr-feature",
+            metavar="LR",
+            min=0.0,
+            help="Learning rate of the feature (9e-2).",
+            rich_help_panel=ADVANCED,
+            show_default=False,
+        ),
+    ] = None,
+    work_res: Annotated[
+        int | None,
+        typer.Option(
+            "--work-res",
+            metavar="PX",
+            help="Refine at this resolution through the generator's early exit (fast CPU mode, e.g. 256).",
+            rich_help_panel=ADVANCED,
+            show_default=False,
+        ),
+    ] = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
+    pivot: Annotated[
+        str,
+        typer.Option(
+            "--pivot",
+            metavar="NAME",
+            autocompletion=complete.pivots,
+            help="PTI pivot: w (450-step projection) or e4e (the encoder's W+).",
+            rich_help_panel=ADVANCED,
+        ),
+    ] = "w",
+    pivot_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--pivot-steps",
+            metavar="N",
+            min=1,
+            help="PTI: W-projection steps of the pivot (450).",
+            rich_help_panel=ADVANCED,
+            show_default=False,
+        ),
+    ] = None,
+    min_face: MinFaceOpt = 48.0,
+    detector: DetectorOpt = "retinaface",
+    fast: FastOpt = False,
+    blend_radius: BlendRadiusOpt = 32.0,
 ) -> None:
     """Align, embed, segment and refine: write a project file (<photo>.dhr) and the reconstruction.
 
@@ -167,7 +173,7 @@ def invert_cmd(
     check_choice("--detector", detector, ("retinaface", "mtcnn"))
     if all_faces and face is not None:
         raise UsageError("give --face N or --all-faces, not both")
-    shard_kn = parse_shard(shard)
+    shard_kn = shard_of(shard, shard_count)
     faces = FaceOptions(
         face=face,
         all_faces=all_faces,
@@ -207,6 +213,7 @@ def mask_cmd(
         Path | None,
         typer.Option(
             "--from",
+            metavar="FILE",
             help="Import a hand-painted mask instead (white = in-domain/editable, black = kept); "
             "square = aligned crop, or the photo's size.",
             rich_help_panel=ENGINE,
@@ -215,12 +222,13 @@ def mask_cmd(
     ] = None,
     pack: PackOpt = None,
     tau: TauOpt = None,
-    tau_quantile: TauQuantileOpt = None,
-    coarse_steps: CoarseStepsOpt = None,
     output: OutputOpt = None,
+    face: FaceOpt = None,
     skip_existing: SkipOpt = False,
     shard: ShardOpt = None,
-    face: FaceOpt = None,
+    shard_count: ShardCountOpt = None,
+    tau_quantile: TauQuantileOpt = None,
+    coarse_steps: CoarseStepsOpt = None,
     min_face: MinFaceOpt = 48.0,
     detector: DetectorOpt = "retinaface",
     fast: FastOpt = False,
@@ -237,7 +245,7 @@ def mask_cmd(
             raise UsageError("--from imports one mask for one photo")
         if not from_mask.is_file():
             raise not_found(from_mask, "mask file")
-    shard_kn = parse_shard(shard)
+    shard_kn = shard_of(shard, shard_count)
     faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
     engine_options = dict(
         method="dhr",

@@ -10,13 +10,23 @@ from rich.table import Table
 from .. import console, hub
 from ..app.batch import run_batch
 from ..errors import ModelUnavailable, UsageError
-from .options import register, settings
+from . import complete
+from .options import DhrGroup, register, settings
 
 _PACK_HELP = (
     "Pack: ffhq (default) or synthetic; shared files (LPIPS, parsing, detection) are included."
 )
 
-PackOpt = Annotated[str | None, typer.Option("--pack", help=_PACK_HELP, show_default=False)]
+PackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pack",
+        metavar="PACK",
+        autocompletion=complete.pack_names,
+        help=_PACK_HELP,
+        show_default=False,
+    ),
+]
 
 
 def human_size(n: int | None) -> str:
@@ -30,12 +40,45 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
+def pack_download(pack: str, models_dir: Path | None) -> dict[str, Any]:
+    """What `dhr models download PACK` fetches: its files, their total size where known (the
+    registry's recorded sizes), the files of unknown size, and what is not here yet."""
+    names = hub.download_targets([pack])
+    known, _ = hub.pack_download_size(pack)
+    absent = [n for n in names if hub.local_path(n, models_dir=models_dir) is None]
+    return {
+        "files": len(names),
+        "bytes": known,
+        "unknown_size": [n for n in names if hub.get(n).size is None],
+        "missing": absent,
+        "missing_bytes": sum(hub.get(n).size or 0 for n in absent),
+        "missing_unknown_size": [n for n in absent if hub.get(n).size is None],
+    }
+
+
+def download_summary(pack: str, t: dict[str, Any]) -> str:
+    """One line per pack: how much `dhr models download PACK` fetches, and what is missing."""
+
+    def amount(size: int, unknown: list[str]) -> str:
+        return human_size(size) + (f" + {len(unknown)} of unknown size" if unknown else "")
+
+    line = f"{pack} pack: {t['files']} files, {amount(t['bytes'], t['unknown_size'])}"
+    if t["unknown_size"]:
+        line += f" ({', '.join(t['unknown_size'])})"
+    if not t["missing"]:
+        return line + "; all here"
+    missing = amount(t["missing_bytes"], t["missing_unknown_size"])
+    return line + f"; {len(t['missing'])} not here yet: {missing} to download"
+
+
 def models_list_cmd(pack: PackOpt = None) -> None:
     """List every model file dhr uses, with URL, size, sha256, licence and cache state."""
     s = settings()
     rows = [hub.describe(e, models_dir=s.models_dir) for e in hub.entries(pack)]
+    totals = {p: pack_download(p, s.models_dir) for p in ([pack] if pack else hub.PACKS)}
     if s.json:
-        console.print_json({"models_dir": str(hub.cache_dir(s.models_dir)), "models": rows})
+        folder = str(hub.cache_dir(s.models_dir))
+        console.print_json({"models_dir": folder, "models": rows, "packs": totals})
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("name", "pack", "role", "size", "cached"):
@@ -51,6 +94,8 @@ def models_list_cmd(pack: PackOpt = None) -> None:
             r["licence"],
         )
     console.print_renderable(table)
+    for name, t in totals.items():
+        console.log.info(download_summary(name, t))
     folder = hub.cache_dir(s.models_dir)
     console.log.info(f"models folder: {folder}")
     if problem := hub.cache_dir_problem(folder):
@@ -62,6 +107,7 @@ def models_download_cmd(
         list[str] | None,
         typer.Argument(
             help="Model names, or a pack's name for all its files (default: every file of --pack).",
+            autocompletion=complete.download_names,
             show_default=False,
         ),
     ] = None,
@@ -83,11 +129,9 @@ def models_download_cmd(
             done.append({"name": n, "path": str(p), "ok": True})
             if not s.json:
                 console.print_data(f"{n}  {p}")
-        except ModelUnavailable as e:
+        except ModelUnavailable as e:  # listed once, with the others, at the end
             failed.append(e)
             done.append({"name": n, "path": None, "ok": False, "error": e.message})
-            if len(targets) > 1:
-                console.log.error(e.message)
     if s.json:
         console.print_json({"ok": not failed, "models": done})
     if len(failed) == 1 and len(targets) == 1:
@@ -100,17 +144,52 @@ def models_download_cmd(
         )
 
 
+def verify_summary(report: Any) -> dict[str, Any]:
+    """Counts of a verify report: present (and of those verified, corrupt), missing, and the
+    missing files per pack."""
+    results = report.results
+    missing: dict[str, int] = {}
+    for r in results:
+        if r.status == "missing":
+            pack = hub.get(r.name).pack
+            missing[pack] = missing.get(pack, 0) + 1
+    return {
+        "files": len(results),
+        "present": sum(r.status != "missing" for r in results),
+        "verified": sum(r.status == "ok" for r in results),
+        "corrupt": sum(r.status == "corrupt" for r in results),
+        "missing": sum(missing.values()),
+        "missing_by_pack": missing,
+    }
+
+
+def verify_summary_line(summary: dict[str, Any]) -> str:
+    line = (
+        f"{summary['present']} of {summary['files']} files present, {summary['verified']} "
+        f"verified, {summary['corrupt']} corrupt, {summary['missing']} missing"
+    )
+    if summary["missing_by_pack"]:
+        packs = ", ".join(f"{p}: {n}" for p, n in summary["missing_by_pack"].items())
+        line += f" ({packs}; `dhr models download PACK` fetches a pack's files)"
+    return line
+
+
 def models_verify_cmd(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Model names (default: every local file).", show_default=False),
+        typer.Argument(
+            help="Model names (default: every local file).",
+            autocompletion=complete.model_names,
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Re-hash local model files against pinned or first-use sha256; exit 5 if any fails."""
     s = settings()
     report = hub.verify(names or None, models_dir=s.models_dir)
+    summary = verify_summary(report)
     if s.json:
-        console.print_json(report.to_json())
+        console.print_json({**report.to_json(), "summary": summary})
     else:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for col in ("name", "status", "source", "hash", "path / detail"):
@@ -120,6 +199,7 @@ def models_verify_cmd(
                 r.name, r.status, r.source or "", r.hash_origin, r.detail or (r.path or "")
             )
         console.print_renderable(table)
+        console.log.info(verify_summary_line(summary))
     if not report.ok:
         bad = ", ".join(r.name for r in report.failures)
         raise ModelUnavailable(
@@ -129,7 +209,10 @@ def models_verify_cmd(
 
 
 def models_path_cmd(
-    name: Annotated[str, typer.Argument(help="Model name.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(help="Model name.", autocompletion=complete.model_names, show_default=False),
+    ],
 ) -> None:
     """Print where a model file is (or where to put it if it is not there yet)."""
     s = settings()
@@ -156,6 +239,8 @@ def models_import_cmd(
         str | None,
         typer.Option(
             "--name",
+            metavar="NAME",
+            autocompletion=complete.model_names,
             help="Registry name (default: identify by sha256/file name).",
             show_default=False,
         ),
@@ -187,7 +272,7 @@ def models_import_cmd(
 
 
 models_app = typer.Typer(
-    help="List, download, verify and import model files.", no_args_is_help=True
+    cls=DhrGroup, help="List, download, verify and import model files.", no_args_is_help=True
 )
 register(models_app, "list", models_list_cmd)
 register(models_app, "download", models_download_cmd)

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 from typer._click.globals import get_current_context
+from typer.core import TyperCommand, TyperGroup
 
 from .. import console
 from ..runtime import Settings, check_device_spec, resolve_device
+from . import complete
 
 GLOBAL = "Global options"
 ENGINE = "Engine"
@@ -23,6 +25,7 @@ BATCH = "Batch"
 EDITS = "Edits"
 BENCH = "Benchmark"
 REPORT = "Outputs"
+ADVANCED = "Advanced"
 
 
 # --- global options ---------------------------------------------------------------------------
@@ -33,6 +36,8 @@ GLOBAL_OPTIONS: dict[str, tuple[Any, Any]] = {
             str | None,
             typer.Option(
                 "--device",
+                metavar="DEVICE",
+                autocompletion=complete.devices,
                 help="auto, cpu, cuda, cuda:N or mps.",
                 rich_help_panel=GLOBAL,
                 show_default=False,
@@ -83,6 +88,7 @@ GLOBAL_OPTIONS: dict[str, tuple[Any, Any]] = {
             int | None,
             typer.Option(
                 "--seed",
+                metavar="N",
                 help="Random seed (default 0).",
                 rich_help_panel=GLOBAL,
                 show_default=False,
@@ -95,6 +101,7 @@ GLOBAL_OPTIONS: dict[str, tuple[Any, Any]] = {
             Path | None,
             typer.Option(
                 "--models-dir",
+                metavar="DIR",
                 help="Model cache folder (default: $DHR_HOME or the user cache dir).",
                 rich_help_panel=GLOBAL,
                 show_default=False,
@@ -170,6 +177,26 @@ def with_global_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class _FlagsTakeNoValue:
+    """Help that shows no type for a flag: `--quiet -q`, not `--quiet -q <bool>`, which reads
+    as if it took a value."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for p in params:
+            if (getattr(p, "is_flag", False) or getattr(p, "count", False)) and p.metavar is None:
+                p.metavar = ""
+        return params
+
+
+class DhrCommand(_FlagsTakeNoValue, TyperCommand):
+    """A dhr command (see `_FlagsTakeNoValue`)."""
+
+
+class DhrGroup(_FlagsTakeNoValue, TyperGroup):
+    """A dhr command group (see `_FlagsTakeNoValue`)."""
+
+
 def reflowed(doc: str | None) -> str | None:
     """A docstring as help text: each paragraph on one line, for the terminal to wrap (typer keeps
     the line breaks of every paragraph but the first, which broke lines mid-sentence)."""
@@ -183,6 +210,7 @@ def register(typer_app: typer.Typer, name: str, fn: Callable[..., Any], **kwargs
     """Add `fn` to `typer_app` as the command `name`, with the global options and its docstring
     as help."""
     kwargs.setdefault("help", reflowed(fn.__doc__))
+    kwargs.setdefault("cls", DhrCommand)
     typer_app.command(name, **kwargs)(with_global_options(fn))
 
 
@@ -216,16 +244,21 @@ MethodOpt = Annotated[
     typer.Option(
         "--method",
         "-m",
+        metavar="NAME",
+        autocompletion=complete.methods,
         help="dhr (default), pti, feature or encoder.",
         rich_help_panel=ENGINE,
+        show_default=False,
     ),
 ]
 PackOpt = Annotated[
     str | None,
     typer.Option(
         "--pack",
-        help="Model pack: ffhq (real photos) or synthetic (bundled, offline). Default: the pack "
-        "of the input's project file, else ffhq.",
+        metavar="PACK",
+        autocompletion=complete.pack_names,
+        help="ffhq (real photos), synthetic (bundled, offline) or a pack folder. Default: the "
+        "pack of the input's project, else ffhq.",
         rich_help_panel=ENGINE,
         show_default=False,
     ),
@@ -234,10 +267,11 @@ TauOpt = Annotated[
     str | None,
     typer.Option(
         "--tau",
+        metavar="TAU",
         help=(
-            "Superpixel threshold: one value, or per class (skin=0.7,eyes=0.8,default=0.6). "
-            "Default: the pack's per-class values (ffhq: the DHR release's; synthetic: "
-            "calibrated on held-out scenes)."
+            "Superpixel threshold: one value, or per class, e.g. skin=0.7,eyes=0.8 (default=0.6 "
+            "sets the classes not named). Default: the pack's (ffhq: the DHR release's; "
+            "synthetic: calibrated)."
         ),
         rich_help_panel=ENGINE,
         show_default=False,
@@ -249,8 +283,9 @@ TauQuantileOpt = Annotated[
         "--tau-quantile",
         min=0.0,
         max=1.0,
+        metavar="Q",
         help="Instead of --tau: threshold every superpixel at this quantile of the image's scores.",
-        rich_help_panel=ENGINE,
+        rich_help_panel=ADVANCED,
         show_default=False,
     ),
 ]
@@ -259,8 +294,9 @@ CoarseStepsOpt = Annotated[
     typer.Option(
         "--coarse-steps",
         min=1,
+        metavar="N",
         help="Coarse-inversion steps of the segmentation (default 40).",
-        rich_help_panel=ENGINE,
+        rich_help_panel=ADVANCED,
         show_default=False,
     ),
 ]
@@ -269,6 +305,7 @@ OutputOpt = Annotated[
     typer.Option(
         "--output",
         "-o",
+        metavar="PATH",
         callback=not_stdout,
         help="Project file (FILE.dhr, one input) or folder for all outputs (default: beside each photo).",
         rich_help_panel=FACES,
@@ -285,7 +322,20 @@ ShardOpt = Annotated[
     str | None,
     typer.Option(
         "--shard",
-        help="Process only shard K of N (K/N, 1-based: every N-th input from the K-th).",
+        metavar="K/N|auto",
+        help="Only shard K of N (every N-th input from the K-th, 1-based), or auto: this "
+        "task's shard of a Slurm job array or a Kubernetes Indexed Job.",
+        rich_help_panel=BATCH,
+        show_default=False,
+    ),
+]
+ShardCountOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shard-count",
+        min=1,
+        metavar="N",
+        help="With --shard auto in a Kubernetes Indexed Job: N, the Job's completions.",
         rich_help_panel=BATCH,
         show_default=False,
     ),
@@ -295,6 +345,7 @@ FaceOpt = Annotated[
     typer.Option(
         "--face",
         min=1,
+        metavar="N",
         help="Which face (1 = largest).",
         rich_help_panel=FACES,
         show_default=False,
@@ -306,16 +357,27 @@ AllFacesOpt = Annotated[
 MinFaceOpt = Annotated[
     float,
     typer.Option(
-        "--min-face", min=1.0, help="Smallest face size in pixels.", rich_help_panel=FACES
+        "--min-face",
+        min=1.0,
+        metavar="PX",
+        help="Smallest face size in pixels.",
+        rich_help_panel=ADVANCED,
     ),
 ]
 DetectorOpt = Annotated[
-    str, typer.Option("--detector", help="retinaface or mtcnn.", rich_help_panel=FACES)
+    str,
+    typer.Option(
+        "--detector",
+        metavar="NAME",
+        autocompletion=complete.detectors,
+        help="retinaface or mtcnn.",
+        rich_help_panel=ADVANCED,
+    ),
 ]
 FastOpt = Annotated[
     bool,
     typer.Option(
-        "--fast", help="Faster face detector (RetinaFace MobileNet).", rich_help_panel=FACES
+        "--fast", help="Faster face detector (RetinaFace MobileNet).", rich_help_panel=ADVANCED
     ),
 ]
 BlendRadiusOpt = Annotated[
@@ -323,8 +385,9 @@ BlendRadiusOpt = Annotated[
     typer.Option(
         "--blend-radius",
         min=0.0,
+        metavar="PX",
         help="Feather width of the paste-back (px of a 1024 crop).",
-        rich_help_panel=FACES,
+        rich_help_panel=ADVANCED,
     ),
 ]
 QualityOpt = Annotated[
@@ -333,8 +396,23 @@ QualityOpt = Annotated[
         "--quality",
         min=1,
         max=100,
+        metavar="Q",
         help="JPEG/WebP quality (default: the photo's).",
         rich_help_panel=FACES,
         show_default=False,
     ),
 ]
+
+
+def format_opt(what: str) -> Any:
+    return Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="EXT",
+            autocompletion=complete.formats,
+            help=f"Image format of {what}: jpg, png, webp, tif or bmp (default: the photo's).",
+            rich_help_panel=FACES,
+            show_default=False,
+        ),
+    ]
