@@ -34,6 +34,7 @@ class BenchConfig:
     reuse: bool = False
     projects: str | None = None  # folder of per-method project files (with reuse)
     identity: bool = True
+    aligned: bool = False  # photos are aligned square crops (FFHQ / CelebA-HQ test sets)
     steps: int | None = None
     coarse_steps: int | None = None
     pivot_steps: int | None = None

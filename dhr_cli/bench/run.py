@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .. import console
-from ..app.options import EngineOptions
+from ..app.options import EngineOptions, FaceOptions
 from ..errors import BadData, DhrError, ModelUnavailable, UsageError
 from ..files import atomic_write, ensure_folder
 from ..project import Project
@@ -71,9 +71,8 @@ class Bench:
             need = Engine(self.pack, EngineOptions(method=m)).needs(segment=m == "dhr")
             roles |= set(need["roles"])
             lpips_nets |= set(need["lpips"])
-        if self.pack.name == "synthetic":
-            roles.add("directions")
-        self.pack.require(sorted(roles), lpips=sorted(lpips_nets), detector="retinaface")
+        detector = None if self.config.aligned else "retinaface"
+        self.pack.require(sorted(roles), lpips=sorted(lpips_nets), detector=detector)
         # a misspelt --grid-edit stops the run here, not as a notice after hours of work
         from ..app.directions import DirectionLibrary
 
@@ -91,10 +90,16 @@ class Bench:
         c = self.config
         pack = self.pack
         apply_cpu_threads(pack)
+        faces = FaceOptions(aligned=c.aligned)
         for m in c.methods:
-            self.engines[m] = Engine(pack, EngineOptions(method=m, seed=c.seed, **c.overrides()))
+            options = EngineOptions(method=m, seed=c.seed, faces=faces, **c.overrides())
+            self.engines[m] = Engine(pack, options)
         self._setup_edits()
-        if c.identity:
+        if not pack.settings.identities:
+            self.notices.append(
+                f"identity similarity not computed (the {pack.name} domain has no identities)"
+            )
+        elif c.identity:
             self._setup_identity()
         else:
             self.notices.append("identity similarity not computed (--no-identity)")

@@ -118,6 +118,7 @@ class PackSettings:
     lpips_res: resolution LPIPS-Alex sees during refinement (None = the working resolution).
     aligned_input: inputs are already aligned square crops (no face detection);
       input_size_exact: and they must be exactly generator_size px (the synthetic domain).
+    identities: its faces have identities (`dhr bench` measures ArcFace similarity).
     slic: superpixel parameters.
     cpu_threads: torch intra-op threads on CPU. The synthetic pack's 64-px convolutions are too
       small to gain from a second thread: a DHR invert took 7.3 s with 1 thread, 10.6 s with 2
@@ -142,6 +143,7 @@ class PackSettings:
     lpips_res: int | None
     aligned_input: bool
     input_size_exact: bool = False
+    identities: bool = True
     slic: SlicSettings = field(default_factory=SlicSettings)
     cpu_threads: int | None = None
     files: dict[str, FileRef] = field(default_factory=dict)
@@ -175,6 +177,7 @@ _SCALARS = {
     "lpips_res": int,
     "aligned_input": bool,
     "input_size_exact": bool,
+    "identities": bool,
     "cpu_threads": int,
 }
 _OPTIONAL = {"refine_res", "lpips_res", "cpu_threads"}
