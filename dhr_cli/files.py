@@ -12,12 +12,21 @@ import json
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from filelock import FileLock, Timeout
+
 from . import console
 from .errors import InputMissing, OutputError, first_line
+
+try:
+    import fcntl
+except ImportError:  # Windows: exclusive_lock falls back to filelock
+    fcntl = None
 
 CHUNK = 1 << 20  # bytes per read when hashing or copying
 _PROGRESS_FROM = 64 * CHUNK  # files this big get a progress bar while hashed
@@ -185,3 +194,64 @@ def create_temp(folder: Path, stem: str) -> tuple[Path, BinaryIO]:
             return tmp, create_new(tmp)
         except FileExistsError:
             continue  # 1 in 4 billion, or someone planted that very name: pick another
+
+
+@contextmanager
+def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
+    """An exclusive lock held through the file `path` (created if needed, never through a
+    symlink) for the duration of the block; TimeoutError after `timeout` s of waiting; OSError
+    when it cannot be taken. The last holder removes the file, so none is left behind (on
+    Windows, filelock's lock, whose file stays)."""
+    handle = _acquire(path, timeout)
+    try:
+        yield
+    finally:
+        _release(handle, path)
+
+
+def _acquire(path: Path, timeout: float) -> Any:
+    if fcntl is None:
+        lock = FileLock(str(path), timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TimeoutError(str(path)) from None
+        return lock
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(str(path)) from None
+                    time.sleep(0.1)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            # a file its last holder removed meanwhile is no longer the lock: take the new one
+            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _release(handle: Any, path: Path) -> None:
+    if isinstance(handle, FileLock):
+        handle.release()
+        return
+    # removed while still held: a waiter then finds its file replaced and locks the new one
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)

@@ -43,7 +43,6 @@ import json
 import os
 import re
 import struct
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,16 +50,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
-from filelock import FileLock, Timeout
-
 from . import __version__
 from .errors import BadData, InputMissing, OutputError, not_found
-from .files import atomic_write, open_regular, sha256_file
+from .files import atomic_write, exclusive_lock, open_regular, sha256_file
 from .method.recipe import RenderRecipe
 
 if TYPE_CHECKING:
@@ -115,78 +107,17 @@ def lock_path(project: Path | str) -> Path:
 def locked(project: Path | str, timeout: float | None = None) -> Iterator[None]:
     """Hold the photo's project lock for a read-modify-write of its project files, so that two
     processes (`dhr invert` and `dhr edit --save`, two `--save`s) never lose each other's
-    update: a second writer waits, up to `timeout` s (OutputError, exit 6, after that).
-
-    The lock file is removed by its last holder, so no file is left beside the photo."""
+    update: a second writer waits, up to `timeout` s (OutputError, exit 6, after that)."""
     if timeout is None:
         timeout = float(os.environ.get("DHR_LOCK_TIMEOUT") or LOCK_TIMEOUT_S)
-    path = lock_path(project)
     try:
-        fd = _acquire(path, timeout)
+        with exclusive_lock(lock_path(project), timeout):
+            yield
     except TimeoutError:
         raise OutputError(
             f"{project} is being written by another dhr process (waited {timeout:g} s)",
             hint="let it finish and run this again, or raise DHR_LOCK_TIMEOUT (seconds)",
         ) from None
-    except OSError as e:
-        raise OutputError(f"cannot lock {project}: {e.strerror or e}") from e
-    try:
-        yield
-    finally:
-        _release(fd, path)
-
-
-def _acquire(path: Path, timeout: float) -> Any:
-    if fcntl is None:  # Windows: filelock's lock, whose file stays
-        lock = FileLock(str(path), timeout=timeout)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise TimeoutError(str(path)) from None
-        return lock
-    return _flock(path, timeout)
-
-
-def _flock(path: Path, timeout: float) -> int:
-    """An exclusive flock on `path`, created if needed (never through a symlink). A file its
-    holder removed meanwhile is not the lock any more: then the new one is locked."""
-    deadline = time.monotonic() + timeout
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TimeoutError(str(path)) from None
-                    time.sleep(0.1)
-            held = os.fstat(fd)
-            try:
-                now = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
-def _release(fd: Any, path: Path) -> None:
-    if isinstance(fd, FileLock):
-        fd.release()
-        return
-    # removed while still held: a waiter then finds its file replaced and locks the new one
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _now() -> str:
