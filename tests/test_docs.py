@@ -244,9 +244,6 @@ def bash_complete(line: str) -> list[str]:
     return [w for w in r.stdout.split("\n") if w]
 
 
-_SMILE_LANDED = "--smile" in _option_names("edit")
-
-
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
@@ -254,14 +251,7 @@ _SMILE_LANDED = "--smile" in _option_names("edit")
         ("dhr models ver", ["verify"]),
         ("dhr invert --skip", ["--skip-existing"]),
         ("dhr edit --verb", ["--verbose"]),  # an option `dhr edit` has today
-        pytest.param(
-            "dhr edit --sm",
-            ["--smile"],
-            # becomes a hard test by itself the moment `dhr edit --smile` exists
-            marks=()
-            if _SMILE_LANDED
-            else pytest.mark.xfail(strict=True, reason="`dhr edit --smile` does not exist yet"),
-        ),
+        ("dhr edit --sm", ["--smile"]),
     ],
 )
 def test_bash_completes(line: str, expected: list[str]) -> None:
