@@ -143,7 +143,7 @@ def verdict_text(v: dict[str, Any]) -> str:
         parts.append(f"{label}: {best} ({shown})")
     fid = "; ".join(parts)
     text = (
-        f"Paper ordering on the {v['stratum']} stratum ({v['n']} images): "
+        f"Paper ordering on the {v['stratum']} stratum ({v['n']} image{'' if v['n'] == 1 else 's'}): "
         f"best fidelity {'REPRODUCED' if v['fidelity']['holds'] else 'NOT reproduced'} - {fid}."
     )
     e = v.get("edit")
