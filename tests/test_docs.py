@@ -269,6 +269,44 @@ def test_bash_offers_every_subcommand() -> None:
     assert set(bash_complete("dhr ")) >= set(commands)
 
 
+def _completion_values() -> list[tuple[str, list[str]]]:
+    from dhr_cli import hub, packs
+
+    synthetic = packs.pack_settings("synthetic")
+    ffhq = packs.pack_settings("ffhq")
+    return [
+        ("dhr invert --pack ", list(packs.PACK_NAMES)),
+        ("dhr mask --pack syn", ["synthetic"]),
+        ("dhr invert --method ", ["dhr", "pti", "feature", "encoder"]),
+        ("dhr invert -m p", ["pti"]),
+        ("dhr invert --detector ", ["retinaface", "mtcnn"]),
+        ("dhr --device c", ["cpu", "cuda"]),
+        ("dhr models list --device m", ["mps"]),
+        ("dhr edit --format w", ["webp"]),
+        ("dhr edit --edit sm", ["smile="]),
+        ("dhr edit --pack synthetic --sweep ", [f"{n}=" for n in synthetic.directions]),
+        (
+            "dhr edit --pack ffhq -e ",
+            [
+                f"{n}="
+                for n in [*ffhq.directions, *(ffhq.ganspace.presets if ffhq.ganspace else ())]
+            ],
+        ),
+        ("dhr edit --ganspace b", ["beard"]),
+        ("dhr models path stylegan", [n for n in hub.registry() if n.startswith("stylegan")]),
+        ("dhr models verify mtcnn-", [n for n in hub.registry() if n.startswith("mtcnn-")]),
+        ("dhr models download ff", ["ffhq"]),
+        ("dhr models import --name e4e", ["e4e-ffhq"]),
+    ]
+
+
+@pytest.mark.parametrize(("line", "expected"), _completion_values())
+def test_bash_completes_values(line: str, expected: list[str]) -> None:
+    # values, not only option names: what --pack, --method, --detector, --device, --format,
+    # --edit, --sweep, --ganspace and the model commands take
+    assert bash_complete(line) == expected
+
+
 # --- man page ---------------------------------------------------------------------------------
 
 _MACROS = {"TH", "SH", "SS", "PP", "TP", "IP", "RS", "RE", "EX", "EE", "br", "nf", "fi", "B", "I"}

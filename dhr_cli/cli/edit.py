@@ -1,5 +1,6 @@
 """`dhr edit`: semantic edits of inverted photos, sweeps, and `--list` of a pack's directions."""
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,11 +11,12 @@ from rich.table import Table
 
 from .. import console, packs
 from ..app.batch import run_batch, shard_items
+from ..app.naming import refuse_overwriting
 from ..app.request import EditRequest
-from ..errors import InputMissing, UsageError
+from ..errors import InputMissing, UsageError, not_found
 from ..faces.image_io import output_format, save_image
 from ..faces.sheet import labelled_sheet, sheet_path, sweep_labels
-from ..project import project_path_for, read_metadata
+from ..project import SUFFIX, photo_name_of, project_path_for, read_metadata
 from . import complete
 from .args import (
     parse_direction_arg,
@@ -203,8 +205,6 @@ def edit_cmd(
     Examples: `dhr edit --smile 1.5` (the newest project here), `dhr edit photo.jpg --age -1`,
     `dhr edit photo.jpg --sweep smile=-3:3:7 --frames`, `dhr edit --list`.
     """
-    from ..app.edit import EditSession, latest_project
-
     s = settings()
     if pack is not None:
         packs.check_pack_name(pack)
@@ -220,6 +220,23 @@ def edit_cmd(
     if frames and request.sweep is None:
         raise UsageError("--frames goes with --sweep")
     inputs = without_own_outputs(list(inputs or []))
+    if list_directions:
+        edit_list(inputs, pack)
+        return
+    if request.empty:
+        raise UsageError(
+            "nothing to edit",
+            hint="give an edit, e.g. --smile 1.5, --edit NAME=S or --ganspace eyes (see --list)",
+        )
+    shard_kn = shard_of(shard, shard_count)
+    if fmt is not None:
+        output_format("x", fmt)  # unknown formats fail before any work
+    if len(inputs) == 1:
+        check_edit_input(inputs[0], output)
+
+    # the networks from here on (torch)
+    from ..app.edit import EditSession, latest_project
+
     session = EditSession(
         request,
         output=output,
@@ -237,17 +254,6 @@ def edit_cmd(
         format=fmt,
         quality=quality,
     )
-    if list_directions:
-        edit_list(session, inputs, pack)
-        return
-    if request.empty:
-        raise UsageError(
-            "nothing to edit",
-            hint="give an edit, e.g. --smile 1.5, --edit NAME=S or --ganspace eyes (see --list)",
-        )
-    shard_kn = shard_of(shard, shard_count)
-    if fmt is not None:
-        output_format("x", fmt)  # unknown formats fail before any work
     session.check_output()
     if not inputs:
         found = latest_project()
@@ -294,8 +300,25 @@ def write_sweep_sheet(rec: dict[str, Any]) -> None:
     outputs.insert(outputs.index(str(strip)) + 1, str(path))
 
 
-def edit_list(session: Any, inputs: list[Path], pack: str | None) -> None:
+def check_edit_input(arg: Path, output: str | None) -> None:
+    """One input, checked before any model loads: it (or, for a photo moved away, its project)
+    must exist, and -o FILE must not name the photo or its project (it would replace it)."""
+    project = project_path_for(arg)
+    if not arg.exists() and not project.exists():
+        raise not_found(arg, "project file" if arg.suffix == SUFFIX else "")
+    if output is not None and not output.endswith(("/", os.sep)) and not Path(output).is_dir():
+        photo = project.with_name(photo_name_of(project))
+        refuse_overwriting([Path(output)], [arg, project, photo])
+
+
+def edit_list(inputs: list[Path], pack: str | None) -> None:
     """`dhr edit --list`: the directions of the pack of the given (or newest) project."""
+    from ..app.edit import EditSession
+
+    s = settings()
+    session = EditSession(
+        EditRequest(), device=device_str(), models_dir=s.models_dir, offline=s.offline or None
+    )
     names: list[str] = []
     if inputs:
         meta = read_metadata(project_path_for(inputs[0]))

@@ -9,7 +9,7 @@ import typer
 from .. import console, packs
 from ..app.batch import run_batch
 from ..app.naming import output_collisions, output_paths
-from ..app.options import FaceOptions
+from ..app.options import EngineOptions, FaceOptions
 from ..errors import UsageError, not_found
 from ..faces.image_io import IMAGE_SUFFIXES, check_image, output_format, unused_quality
 from ..files import ensure_folder
@@ -267,60 +267,35 @@ def run_engine(
     shard: tuple[int, int] | None,
     from_mask: Path | None = None,
 ) -> None:
-    """Check the inputs and outputs, load the pack, require its files, run the batch."""
-    from ..app.engine import Engine, console_progress
-    from ..app.invert import invert_photo, mask_photo
-    from ..app.options import EngineOptions
-
+    """Check the inputs, outputs, pack and options (without torch: a usage error or a missing
+    input answers at once), then load the pack, require its files and run the batch."""
     s = settings()
     inputs = without_own_outputs(inputs)
     many = len(inputs) > 1
-    if len(inputs) == 1 and not inputs[0].exists():
-        raise not_found(inputs[0])
-    if output is not None and len(inputs) > 1 and output.suffix == SUFFIX:
-        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
-    if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
-        # -o is a project file or a folder here; a folder named x.png is never what was meant
-        raise UsageError(
-            f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
-            hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
-        )
-    if len(inputs) == 1 and inputs[0].suffix != SUFFIX:
-        check_image(inputs[0])  # before any model loads or downloads
-    if output is not None:  # an unwritable -o fails now, not after the first photo's work
-        ensure_folder(output_paths(inputs[0], output, many=many, fmt_ext=".png").project)
+    check_inputs_and_output(which, inputs, output, many=many)
     pack_name = pack_for(pack, inputs)
+    pack_settings = packs.pack_settings(pack_name)  # a pack folder's description is read now
+    options = EngineOptions(seed=s.seed, **engine_options)
+    if options.tau is not None:  # a class the pack's parser does not have fails now
+        options.tau.table(pack_settings.class_names, pack_settings.tau, pack_settings.tau_default)
+    warn_unused(which, options, pack_settings, pack_name, inputs)
+
+    # the networks from here on (torch)
+    from ..app.engine import Engine, console_progress
+    from ..app.invert import invert_photo, mask_photo
+
     seed_everything(s.seed)
     the_pack = packs.load_pack(
         pack_name, device=device_str(), models_dir=s.models_dir, offline=s.offline or None
     )
     packs.apply_cpu_threads(the_pack)
     show = not s.quiet and not s.json
-    engine = Engine(
-        the_pack,
-        EngineOptions(seed=s.seed, **engine_options),
-        progress=console_progress if show else None,
-    )
+    engine = Engine(the_pack, options, progress=console_progress if show else None)
     segment = (
-        which == "mask"
-        and from_mask is None
-        or (which == "invert" and engine.options.method == "dhr")
+        which == "mask" and from_mask is None or (which == "invert" and options.method == "dhr")
     )
     need = engine.needs(segment=segment)
-    unused = [flag_for(name) for name in engine.options.unused_options()]
-    if unused:  # e.g. a loop over methods with one set of options: say so, but go on
-        console.log.warn(f"{', '.join(unused)}: not used by --method {engine.options.method}")
-    f = engine.options.faces
-    ignored = (
-        [flag_for(n) for n in f.detection_options()] if the_pack.settings.aligned_input else []
-    )
-    if ignored:  # `--face 2` that silently edits the only face would be a surprise
-        console.log.warn(
-            f"{', '.join(ignored)}: not used with the {pack_name} pack "
-            "(its images are aligned crops of one face; none is detected)"
-        )
-    if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
-        console.log.warn(warning)
+    f = options.faces
     the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
     if which == "invert":
 
@@ -342,6 +317,46 @@ def run_engine(
     clashes = output_collisions(inputs, output) if many else {}
     result = run_batch(inputs, work, shard=shard, label=which, clashes=clashes)
     report_batch(result, which)
+
+
+def check_inputs_and_output(
+    which: str, inputs: list[Path], output: Path | None, many: bool
+) -> None:
+    """A single input that is missing or no image, and an -o that cannot be written or is no
+    project file or folder, fail before any model loads or downloads."""
+    if len(inputs) == 1 and not inputs[0].exists():
+        raise not_found(inputs[0])
+    if output is not None and many and output.suffix == SUFFIX:
+        raise UsageError("-o FILE.dhr works with one input; give a folder for several")
+    if output is not None and not output.is_dir() and output.suffix.lower() in IMAGE_SUFFIXES:
+        # -o is a project file or a folder here; a folder named x.png is never what was meant
+        raise UsageError(
+            f"-o {output}: {which} writes a project file (FILE.dhr) or into a folder",
+            hint=f"{which} names its images after the photo; `dhr edit -o FILE` takes an image",
+        )
+    if len(inputs) == 1 and inputs[0].suffix != SUFFIX:
+        check_image(inputs[0])
+    if output is not None:  # an unwritable -o fails now, not after the first photo's work
+        ensure_folder(output_paths(inputs[0], output, many=many, fmt_ext=".png").project)
+
+
+def warn_unused(
+    which: str, options: EngineOptions, pack_settings: Any, pack_name: str, inputs: list[Path]
+) -> None:
+    """Options given that this run will not read: say so, but go on (a loop over methods with
+    one set of options, `--face 2` with a pack of aligned crops, --quality with PNG outputs)."""
+    unused = [flag_for(name) for name in options.unused_options()]
+    if unused:
+        console.log.warn(f"{', '.join(unused)}: not used by --method {options.method}")
+    f = options.faces
+    ignored = [flag_for(n) for n in f.detection_options()] if pack_settings.aligned_input else []
+    if ignored:  # `--face 2` that silently edits the only face would be a surprise
+        console.log.warn(
+            f"{', '.join(ignored)}: not used with the {pack_name} pack "
+            "(its images are aligned crops of one face; none is detected)"
+        )
+    if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
+        console.log.warn(warning)
 
 
 def report_batch(result: Any, label: str) -> None:
