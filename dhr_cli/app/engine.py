@@ -159,6 +159,7 @@ class Engine:
             tau_quantile=o.tau_quantile,
             ood_classes=tuple(s.ood_classes),
             mask_mode=o.mask_mode,
+            maps=s.segment_maps,
             seed=o.seed,
         )
 
@@ -174,7 +175,10 @@ class Engine:
             pivot_res=s.coarse_res,
             mask_mode=o.mask_mode,
             seed=o.seed,
-            delta_dtype="float16" if s.generator_size >= 256 else "float32",
+            delta_dtype=s.delta_dtype or ("float16" if s.generator_size >= 256 else "float32"),
+            delta_group=s.delta_group,
+            feature_storage=s.feature_storage,
+            mse_weighting=s.mse_weighting,
         )
         changes: dict[str, Any] = {}
         if o.steps is not None:

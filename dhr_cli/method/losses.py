@@ -75,17 +75,22 @@ def region_losses(
     l2_lambda: float = 1.0,
     lpips_lambda: float = 1.0,
     mode: str = "area",
+    mse_channel_sum: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """(L_in, L_out, parts): MSE + lambda * LPIPS over the in-domain pixels (mask = 1) and over
     the out-of-domain pixels (mask = 0), each normalised by its own area; an empty region gives 0.
 
     mask [1, 1, H, W] at the image resolution; the LPIPS stage maps are averaged over the mask
     resized to each stage (`stage_masked_mean`, mode "area" or "nearest").
+    mse_channel_sum: the released code's MSE, the squared error summed over the channels and
+    divided by the region's pixel count (C times the per-element mean); else the mean.
     """
     m = mask.to(img.dtype)
     lp = stage_masked_mean(lpips_target.maps(img), torch.cat([m, 1 - m], dim=1), mode=mode)[0]
     mse_in = masked_mse(img, target, m)
     mse_out = masked_mse(img, target, 1 - m)
+    if mse_channel_sum:
+        mse_in, mse_out = mse_in * img.shape[1], mse_out * img.shape[1]
     l_in = l2_lambda * mse_in + lpips_lambda * lp[0]
     l_out = l2_lambda * mse_out + lpips_lambda * lp[1]
     parts = {

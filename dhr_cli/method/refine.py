@@ -26,9 +26,18 @@ passes that rely on zeroing gradients in the right order); the test suite checks
 gradients of each loss from a fresh forward, bit for bit.
 
 Losses: LPIPS per stage is averaged over the mask area-resized to that stage (see
-`perceptual.stage_masked_mean`); MSE is the mask-weighted mean over pixels and channels, so
-with m = 1 it is the ordinary MSE (the released code divides the channel sum by the pixel
-count, i.e. weighs its MSE 3x against LPIPS).
+`perceptual.stage_masked_mean`). MSE (`mse_weighting`): "released" (the ffhq pack) is the
+released code's, the squared error summed over the channels and divided by the region's pixel
+count (3x the per-element mean, in both L_in and L_out); "mean" (the synthetic pack, whose
+thresholds and step sizes were calibrated with it) is the mask-weighted mean over pixels and
+channels, the ordinary MSE for m = 1.
+
+Storage: `delta_dtype` "int4"/"int8" and `feature_storage` "float16"/"int8"(-masked) give the
+refinement's result on the grid the project file stores (`project.py`, format 1.1): the deltas
+quantised in groups of `delta_group` with power-of-two scales, the feature in float16 or int8
+(the same grouping) and, when masked, zero where the pooled in-domain mask is 1 (Eq. 4 never
+reads it there). The result is
+what the file reproduces exactly.
 """
 
 from __future__ import annotations
@@ -59,6 +68,15 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("encoder", "pti", "feature", "dhr")
+DELTA_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8", "int4")
+FEATURE_STORAGE: tuple[str, ...] = (
+    "float32",
+    "float16",
+    "float16-masked",
+    "int8",
+    "int8-masked",
+)
+MSE_WEIGHTINGS: tuple[str, ...] = ("mean", "released")
 PIVOTS: tuple[str, ...] = ("w", "e4e")
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -88,8 +106,11 @@ class RefineConfig:
     pti_steps: int = 350
     pti_lr: float = 3e-4
     pti_lpips_stop: float = 0.06
-    # storage of the weight delta
+    # storage of the result (see the module docstring)
     delta_dtype: str = "float32"
+    delta_group: int = 64
+    feature_storage: str = "float32"
+    mse_weighting: str = "mean"  # "released": channel sum / pixel count
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -97,15 +118,27 @@ class RefineConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.pivot not in PIVOTS:
             raise ValueError(f"pivot must be one of {PIVOTS}, got {self.pivot!r}")
-        if self.delta_dtype not in ("float32", "float16", "bfloat16"):
+        if self.delta_dtype not in DELTA_DTYPES:
+            raise ValueError(f"delta_dtype must be one of {DELTA_DTYPES}, got {self.delta_dtype!r}")
+        if self.feature_storage not in FEATURE_STORAGE:
             raise ValueError(
-                f"delta_dtype must be float32, float16 or bfloat16, got {self.delta_dtype!r}"
+                f"feature_storage must be one of {FEATURE_STORAGE}, got {self.feature_storage!r}"
+            )
+        if self.mse_weighting not in MSE_WEIGHTINGS:
+            raise ValueError(
+                f"mse_weighting must be one of {MSE_WEIGHTINGS}, got {self.mse_weighting!r}"
             )
 
     def params(self) -> dict[str, Any]:
         """The parameters that matter for this method (JSON-safe, for the project file)."""
         d = asdict(self)
         keep = {"method", "seed", "delta_dtype"}
+        if self.delta_dtype in ("int4", "int8"):
+            keep.add("delta_group")
+        if self.method in ("dhr", "feature") and self.feature_storage != "float32":
+            keep.add("feature_storage")
+        if self.method in ("dhr", "feature") and self.mse_weighting != "mean":
+            keep.add("mse_weighting")
         if self.method in ("dhr", "feature"):
             keep |= {
                 "steps",
@@ -148,6 +181,9 @@ class Refinement:
     feature_mask: bool = False  # True: Eq. 4 with the project's mask; False: f replaces f_l
     steps_run: int = 0
     losses: dict[str, float] = field(default_factory=dict)  # last step's losses
+    # the float32 result before storage rounding (benchmarks measure the storage error)
+    raw_deltas: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    raw_feature: torch.Tensor | None = field(default=None, repr=False)
 
     def recipe(self) -> RenderRecipe:
         """How to render this result (stored in the project's invert params)."""
@@ -187,6 +223,42 @@ def _work(
     return (None if res == generator.size else res), resize_image(target, res)
 
 
+def storable_deltas(deltas: dict[str, torch.Tensor], config: RefineConfig) -> dict[str, torch.Tensor]:
+    """The deltas as the project file stores them (`config.delta_dtype`)."""
+    from ..nets.weight_delta import quantized_roundtrip
+
+    bits = {"int4": 4, "int8": 8}.get(config.delta_dtype)
+    if bits is None:
+        dtype = getattr(torch, config.delta_dtype)
+        return {k: v.to(dtype) for k, v in deltas.items()}
+    return {k: quantized_roundtrip(v, bits, config.delta_group) for k, v in deltas.items()}
+
+
+def storable_feature(
+    f: torch.Tensor, mask: torch.Tensor | None, config: RefineConfig
+) -> torch.Tensor:
+    """The feature as the project file stores it (`config.feature_storage`), float32."""
+    from ..nets.weight_delta import quantized_roundtrip
+
+    f = f.detach().to("cpu", torch.float32)
+    kind = config.feature_storage
+    if kind == "float32":
+        return f.clone()
+    if kind.endswith("-masked") and mask is not None:
+        m = F.adaptive_avg_pool2d(mask.detach().to("cpu", torch.float32), f.shape[-2:])[0, 0]
+        where = m < 1
+    else:
+        where = torch.ones(f.shape[-2:], dtype=torch.bool)
+    values = f[0][:, where]
+    if kind.startswith("int8"):
+        values = quantized_roundtrip(values, 8, config.delta_group)
+    else:
+        values = values.to(torch.float16).to(torch.float32)
+    out = torch.zeros_like(f)
+    out[0][:, where] = values
+    return out
+
+
 def _resize_mask(mask: torch.Tensor, res: int) -> torch.Tensor:
     if mask.shape[-1] == res:
         return mask
@@ -209,14 +281,23 @@ def hybrid_gradients(
     layer: int,
     stop_at: int | None,
     config: RefineConfig,
+    resume: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...] | None, dict[str, float]]:
     """One DHR step's gradients from one forward pass (Eq. 7):
     dL_out/df for the feature and, when `theta` is given, dL_in/dtheta for the weights.
 
     Returns (grad_f, grads_theta or None, loss parts incl. loss_in / loss_out). Parameters that
-    do not reach the image (beyond an early exit) get None.
+    do not reach the image (beyond an early exit) get None. `resume`: the generator's output
+    up to the feature layer (`Generator.prefix`), when the weights are frozen.
     """
-    img = g(wplus, stop_at=stop_at, feature_layer=layer, feature=f, feature_mask=feature_mask)
+    img = g(
+        wplus,
+        stop_at=stop_at,
+        feature_layer=layer,
+        feature=f,
+        feature_mask=feature_mask,
+        resume=resume,
+    )
     l_in, l_out, parts = region_losses(
         img,
         target,
@@ -225,6 +306,7 @@ def hybrid_gradients(
         l2_lambda=config.l2_lambda,
         lpips_lambda=config.lpips_lambda,
         mode=config.mask_mode,
+        mse_channel_sum=config.mse_weighting == "released",
     )
     (grad_f,) = torch.autograd.grad(l_out, [f], retain_graph=theta is not None)
     grads = None
@@ -274,11 +356,15 @@ def refine_hybrid(
     opt_theta = torch.optim.Adam(params, lr=config.lr_weight) if weight_steps else None
 
     parts: dict[str, float] = {}
+    resume = None
     for step in range(config.steps):
         update_theta = step < weight_steps
         if step == weight_steps and weight_steps:
             for p in params:  # later steps: no weight gradients, a cheaper backward
                 p.requires_grad_(False)
+        if step == weight_steps and layer % 2 == 1:
+            # the weights are final: the layers before the feature are constant, computed once
+            resume = g.prefix(wplus, layer)
         grad_f, grads, parts = hybrid_gradients(
             g,
             wplus,
@@ -291,6 +377,7 @@ def refine_hybrid(
             layer=layer,
             stop_at=stop_at,
             config=config,
+            resume=resume,
         )
         if grads is not None:
             for p, gr in zip(params, grads, strict=True):
@@ -301,17 +388,18 @@ def refine_hybrid(
         if callback is not None:
             callback(step, parts)
 
-    dtype = getattr(torch, config.delta_dtype)
-    deltas = compute_delta(g, base, dtype=dtype) if weight_steps else {}
+    raw = compute_delta(g, base) if weight_steps else {}
     return Refinement(
         method="dhr" if hybrid else "feature",
         wplus=wplus.detach(),
-        deltas=deltas,
-        feature=f.detach().clone(),
+        deltas=storable_deltas(raw, config),
+        feature=storable_feature(f, mask if hybrid else None, config).to(f.device),
         layer=layer,
         feature_mask=hybrid,
         steps_run=config.steps,
         losses=parts,
+        raw_deltas=raw,
+        raw_feature=f.detach(),
     )
 
 
@@ -380,11 +468,10 @@ def refine_pti(
         loss.backward()
         opt.step()
         steps_run = step + 1
-    dtype = getattr(torch, config.delta_dtype)
     return Refinement(
         method="pti",
         wplus=wplus,
-        deltas=compute_delta(g, base, dtype=dtype),
+        deltas=storable_deltas(compute_delta(g, base), config),
         steps_run=steps_run,
         losses=parts,
     )

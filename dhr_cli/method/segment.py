@@ -5,7 +5,11 @@ will be tuned there and edits apply), 0 = out-of-domain (kept through feature mo
 
 1. Coarse inversion: a short W projection from the mean latent (`projector.project_w`, 40 Adam
    steps at lr 0.1, LPIPS-VGG at 256 px through the generator's early exit for FFHQ).
-2. Loss maps: the spatial LPIPS-VGG maps of the final render, one per VGG stage.
+2. Loss maps: the spatial LPIPS-VGG maps of the final latent's render, one per VGG stage.
+   `maps="full"` (the ffhq pack; the released setting): the latent rendered at the generator's
+   full size against the full-size crop (stages 1024 ... 64 for FFHQ; one extra render and two
+   VGG forwards). `maps="coarse"` (the synthetic pack, and a cheaper choice): the projection's
+   own final maps at its working resolution (256 ... 16 for FFHQ).
 3. Superpixels: SLIC on the RGB aligned crop (n_segments 200, compactness 30, sigma 1).
 4. Score of superpixel k = sum over stages of the mean of that stage's map inside k
    (`superpixel_scores`).
@@ -53,6 +57,7 @@ __all__ = [
 ]
 
 MASK_MODES = ("area", "nearest")
+MAPS = ("coarse", "full")
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,12 @@ class SegmentConfig:
     parsing_threshold: float = 0.5
     mask_mode: str = "area"
     use_parsing: bool = True
+    maps: str = "coarse"  # "full": LPIPS-VGG maps at the generator's full size (released)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.maps not in MAPS:
+            raise ValueError(f"maps must be one of {MAPS}, got {self.maps!r}")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
         if self.tau_quantile is not None and not 0.0 <= self.tau_quantile <= 1.0:
@@ -211,6 +219,23 @@ def combine_masks(superpixel: torch.Tensor, parsing: torch.Tensor | None) -> tor
     return superpixel if parsing is None else superpixel * parsing
 
 
+@torch.no_grad()
+def full_size_maps(
+    generator: torch.nn.Module,
+    lpips_vgg: torch.nn.Module,
+    coarse: Projection,
+    image: torch.Tensor,
+) -> list[torch.Tensor]:
+    """The released loss maps: the coarse latent rendered at the generator's full size (the
+    projection's noise maps where it optimised them, the stored ones above its working size)
+    against the full-size crop, LPIPS-VGG per stage."""
+    from .losses import TargetLPIPS
+
+    img = generator(coarse.w, noise=coarse.noises)
+    goal = TargetLPIPS(lpips_vgg, image, None)
+    return [m.detach() for m in goal.maps(img)]
+
+
 def segment(
     image: torch.Tensor,
     rgb: np.ndarray,
@@ -239,8 +264,11 @@ def segment(
         seed=config.seed,
         callback=callback,
     )
+    maps = coarse.maps
+    if config.maps == "full" and coarse.image.shape[-1] != size:
+        maps = full_size_maps(generator, lpips_vgg, coarse, image)
     labels = superpixels(rgb, config.n_segments, config.compactness, config.sigma)
-    scores = superpixel_scores(coarse.maps, labels, mode=config.mask_mode)
+    scores = superpixel_scores(maps, labels, mode=config.mask_mode)
 
     ones = image.new_ones(1, 1, size, size)
     if parser is not None:

@@ -661,6 +661,7 @@ class Generator(nn.Module):
         feature: torch.Tensor | None = None,
         feature_mask: torch.Tensor | None = None,
         return_feature: bool = False,
+        resume: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Synthesise images [B, 3, r, r] (unclamped, [-1, 1] scale) from W or W+.
 
@@ -676,6 +677,9 @@ class Generator(nn.Module):
           f_l * m + feature * (1 - m), m = mask average-pooled to the layer size (1 =
           in-domain); no mask = replace. Differentiable w.r.t. `feature` and the weights.
         return_feature: also return f_l, the generator's own (unmodulated) feature.
+        resume: (f_l, skip) from `prefix(latent, feature_layer)`: start synthesis at the
+          feature layer (a block output, odd l) instead of recomputing the layers before it
+          (they depend on nothing an optimiser of the feature changes).
         Returns the image, or (image, f_l) when return_feature.
         """
         w = self.as_wplus(latent)
@@ -701,11 +705,21 @@ class Generator(nn.Module):
                 captured.append(x)
             return hybrid_feature(x, feature, feature_mask) if feature is not None else x
 
-        x = visit(0, self.input(batch).contiguous(memory_format=self._memory_format()))
-        x = self.conv1(x, w[:, 0], noises[0])
-        skip = self.to_rgb1(x, w[:, 1])
-        res, i = 4, 1
+        if resume is not None:
+            if layer < 1 or layer % 2 == 0:
+                raise ValueError("resume needs a block-output feature layer (odd)")
+            first = (layer - 1) // 2
+            x, skip = resume
+            res, i = 4 * 2**first, layer
+        else:
+            first = 0
+            x = visit(0, self.input(batch).contiguous(memory_format=self._memory_format()))
+            x = self.conv1(x, w[:, 0], noises[0])
+            skip = self.to_rgb1(x, w[:, 1])
+            res, i = 4, 1
         for j, rgb in enumerate(self.to_rgbs):
+            if j < first:
+                continue
             if stop_at is not None and res >= stop_at:
                 break
             x = self.convs[2 * j](visit(i, x), w[:, i], noises[i])
@@ -716,6 +730,29 @@ class Generator(nn.Module):
         if skip.dtype != torch.float32 and _autocast_on(skip.device.type):
             skip = skip.float()  # under bf16 autocast the image itself stays float32
         return (skip, captured[0]) if return_feature else skip
+
+    @torch.no_grad()
+    def prefix(
+        self, latent: torch.Tensor, layer: int, *, noise: Sequence[torch.Tensor | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f_l, skip): the feature at block-output layer `layer` (odd) and the RGB skip image
+        accumulated up to it, for `forward(..., resume=...)`."""
+        layer = int(layer)
+        self._check_layer(layer)
+        if layer % 2 == 0:
+            raise ValueError("prefix needs a block-output feature layer (odd)")
+        w = self.as_wplus(latent)
+        noises = self._noise_list(noise, False)
+        x = self.input(w.shape[0]).contiguous(memory_format=self._memory_format())
+        x = self.conv1(x, w[:, 0], noises[0])
+        skip = self.to_rgb1(x, w[:, 1])
+        i = 1
+        for j in range((layer - 1) // 2):
+            x = self.convs[2 * j](x, w[:, i], noises[i])
+            x = self.convs[2 * j + 1](x, w[:, i + 1], noises[i + 1])
+            skip = self.to_rgbs[j](x, w[:, i + 2], skip)
+            i += 2
+        return x, skip
 
     def feature_at(
         self,

@@ -22,7 +22,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["apply_delta", "compute_delta", "delta_nbytes", "restore", "snapshot"]
+__all__ = [
+    "apply_delta",
+    "compute_delta",
+    "delta_nbytes",
+    "dequantize",
+    "quantize",
+    "quantized_roundtrip",
+    "restore",
+    "snapshot",
+]
 
 
 def snapshot(module: nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
@@ -84,3 +93,76 @@ def restore(module: nn.Module, base: dict[str, torch.Tensor]) -> None:
 def delta_nbytes(delta: dict[str, torch.Tensor]) -> int:
     """Storage size of a delta in bytes."""
     return sum(t.numel() * t.element_size() for t in delta.values())
+
+
+# ------------------------------------------------------------------ quantised storage
+#
+# A project stores a 1024-px generator's delta (28 M values) as signed `bits`-bit integers in
+# groups of `group` consecutive values (row-major), each group with a power-of-two scale 2^e
+# (e an int8). Power-of-two scales make the round trip exact: q * 2^e is a float32 (and
+# float16) value, and quantising a dequantised tensor again gives the same values back, so
+# the refinement can hand out the stored values and the file reproduces them bit for bit.
+# 4-bit values are packed two to a byte.
+
+
+def _qmax(bits: int) -> int:
+    if bits not in (4, 8):
+        raise ValueError(f"delta bits must be 4 or 8, got {bits}")
+    return 2 ** (bits - 1) - 1
+
+
+def quantize(
+    t: torch.Tensor, bits: int, group: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes uint8 [ceil(n * bits / 8)], exponents int8 [n_groups]) of tensor `t`: every
+    group of `group` values (flattened, zero-padded) as round(x / 2^e) with the smallest e
+    such that |x| / 2^e <= 2^(bits-1) - 1."""
+    qmax = _qmax(bits)
+    x = t.detach().to("cpu", torch.float32).reshape(-1)
+    n = x.numel()
+    n_groups = max(1, -(-n // group))
+    pad = n_groups * group - n
+    xg = torch.nn.functional.pad(x, (0, pad)).reshape(n_groups, group)
+    amax = xg.abs().amax(dim=1)
+    e = torch.ceil(torch.log2(torch.where(amax > 0, amax / qmax, torch.ones_like(amax))))
+    e = torch.where(amax > 0, e, torch.full_like(e, -127.0)).clamp(-127, 127)
+    q = torch.round(xg * torch.exp2(-e)[:, None]).clamp(-qmax, qmax).to(torch.int16)
+    q = q.reshape(-1)[:n]
+    if bits == 8:
+        codes = q.to(torch.int8).view(torch.uint8)
+    else:
+        u = (q + 8).to(torch.uint8)  # 1..15, two to a byte
+        if u.numel() % 2:
+            u = torch.cat([u, u.new_full((1,), 8)])
+        codes = u[0::2] | (u[1::2] << 4)
+    return codes.contiguous(), e.to(torch.int8).contiguous()
+
+
+def dequantize(
+    codes: torch.Tensor,
+    exponents: torch.Tensor,
+    shape: tuple[int, ...] | torch.Size,
+    bits: int,
+    group: int,
+) -> torch.Tensor:
+    """The float32 tensor of `shape` that `quantize` encoded."""
+    _qmax(bits)
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if bits == 8:
+        q = codes.view(torch.int8).to(torch.float32)
+    else:
+        lo = (codes & 0x0F).to(torch.int16) - 8
+        hi = (codes >> 4).to(torch.int16) - 8
+        q = torch.stack([lo, hi], dim=1).reshape(-1).to(torch.float32)
+    n_groups = exponents.numel()
+    q = torch.nn.functional.pad(q[:n], (0, n_groups * group - n)).reshape(n_groups, group)
+    x = q * torch.exp2(exponents.to(torch.float32))[:, None]
+    return x.reshape(-1)[:n].reshape(tuple(shape)).contiguous()
+
+
+def quantized_roundtrip(t: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+    """What `t` becomes when stored with `quantize` and read back (float32)."""
+    codes, e = quantize(t, bits, group)
+    return dequantize(codes, e, t.shape, bits, group)

