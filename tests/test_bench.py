@@ -403,7 +403,7 @@ def test_report_files(whole: dict, tmp_path: Path) -> None:
         "load average",
         "![fidelity vs edit error, and time per method](chart.png)",
         "(grid.png)",
-        "identity similarity skipped",
+        "identity similarity not computed (the synthetic domain has no identities)",
     ):
         assert needle in text, needle
 
