@@ -289,3 +289,84 @@ def test_file_mode_follows_umask(photo: Path, tmp_path: Path) -> None:
 def test_missing_photo_is_input_missing(tmp_path: Path) -> None:
     with pytest.raises(InputMissing):
         Project.for_photo(tmp_path / "missing.jpg")
+
+
+# ------------------------------------------------------------ compact storage (format 1.1)
+
+
+@pytest.mark.parametrize(
+    ("delta_dtype", "feature_storage"),
+    [("int8", "int8-masked"), ("int4", "float16-masked"), ("int4", "int8"), ("int8", "float16")],
+)
+def test_compact_storage_reproduces_the_refinement_exactly(
+    photo: Path, delta_dtype: str, feature_storage: str
+) -> None:
+    from dhr_cli.method.refine import RefineConfig, storable_deltas, storable_feature
+
+    g = torch.Generator().manual_seed(3)
+    cfg = RefineConfig(delta_dtype=delta_dtype, delta_group=16, feature_storage=feature_storage)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 8:40, 16:56] = 1.0
+    raw = {
+        "convs.0.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=g) * 1e-3,
+        "to_rgbs.1.bias": torch.randn(1, 3, 1, 1, generator=g) * 1e-3,
+    }
+    p = Project.for_photo(photo, wplus=torch.randn(1, 18, 512, generator=g), pack="ffhq")
+    p.mask = mask
+    p.deltas = storable_deltas(raw, cfg)
+    p.feature = storable_feature(torch.randn(1, 32, 16, 16, generator=g) * 5, mask, cfg)
+    p.record_step("invert", {"method": "dhr", "feature_mask": "in_domain", **cfg.params()})
+    q = Project.load(p.save())
+    assert q.format_version == project.FORMAT_VERSION == "1.1"
+    assert torch.equal(q.mask, mask) and q.mask.dtype == torch.float32
+    assert torch.equal(q.feature, p.feature) and q.feature.dtype == torch.float32
+    assert q.deltas.keys() == raw.keys()
+    for k, v in p.deltas.items():
+        assert torch.equal(q.deltas[k], v)
+        assert (q.deltas[k] - raw[k]).abs().max() <= raw[k].abs().max() / (
+            3 if delta_dtype == "int4" else 60
+        )
+    # only the out-of-domain part of a masked feature is kept (the rest is never read)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(mask, (16, 16))
+    if feature_storage.endswith("-masked"):
+        assert bool((q.feature[:, :, pooled[0, 0] == 1] == 0).all())
+    # a second save of what was read writes the same tensors
+    r = Project.load(q.save(photo.parent / "again.dhr"))
+    assert all(torch.equal(r.deltas[k], q.deltas[k]) for k in q.deltas)
+    assert torch.equal(r.feature, q.feature)
+
+
+def test_compact_storage_is_smaller(photo: Path) -> None:
+    from dhr_cli.method.refine import RefineConfig, storable_deltas
+
+    g = torch.Generator().manual_seed(4)
+    raw = {"convs.0.conv.weight": torch.randn(1, 64, 64, 3, 3, generator=g) * 1e-3}
+    sizes = {}
+    for dd in ("float16", "int8", "int4"):
+        p = Project.for_photo(photo, wplus=torch.zeros(1, 18, 512), pack="ffhq")
+        p.deltas = storable_deltas(raw, RefineConfig(delta_dtype=dd))
+        p.record_step("invert", {"method": "dhr", "delta_dtype": dd, "delta_group": 64})
+        sizes[dd] = p.save(photo.parent / f"{dd}.dhr").stat().st_size
+    n = 64 * 64 * 9
+    assert sizes["int8"] < sizes["float16"] - n * 0.9
+    assert sizes["int4"] < sizes["int8"] - n * 0.45
+
+
+def test_format_1_0_files_are_still_read(photo: Path) -> None:
+    """A format 1.0 file: float tensors only (float16 deltas, float32 mask and feature)."""
+    g = torch.Generator().manual_seed(5)
+    tensors = {
+        "latent.wplus": torch.randn(1, 18, 512, generator=g),
+        "mask.in_domain": (torch.rand(1, 1, 32, 32, generator=g) > 0.5).float(),
+        "feature.f": torch.randn(1, 8, 16, 16, generator=g),
+        "delta.convs.0.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=g).half(),
+    }
+    meta = {"format": "dhr-project", "format_version": "1.0", "dhr_version": "0.9.0",
+            "pack": "ffhq", "params": json.dumps({"invert": {"method": "dhr", "layer": 11}})}
+    path = photo.parent / "old.dhr"
+    save_file(tensors, str(path), metadata=meta)
+    q = Project.load(path)
+    assert q.format_version == "1.0"
+    assert torch.equal(q.mask, tensors["mask.in_domain"])
+    assert torch.equal(q.feature, tensors["feature.f"])
+    assert torch.equal(q.deltas["convs.0.conv.weight"], tensors["delta.convs.0.conv.weight"])

@@ -203,3 +203,46 @@ def test_work_res_refines_through_the_early_exit(rpack, scene) -> None:
     # the 64-px block (convs 6, 7 and its tRGB) never ran, so it is not tuned
     assert not any(k.startswith(("convs.6.", "convs.7.", "to_rgbs.3.")) for k in r.deltas)
     assert any(k.startswith("convs.4.") for k in r.deltas)
+
+
+def test_released_mse_weighting_is_the_channel_sum_over_pixels(rpack, scene) -> None:
+    """mse_weighting "released": sum over channels / pixel count (3x the mean), in L_in and
+    L_out alike; the LPIPS parts are unchanged."""
+    target, mask, wplus = scene
+    g = rpack.generator
+    with torch.no_grad():
+        img = g(wplus)
+    goal = TargetLPIPS(rpack.lpips_alex, target)
+    l_in, l_out, parts = region_losses(img, target, mask, goal)
+    r_in, r_out, rparts = region_losses(img, target, mask, goal, mse_channel_sum=True)
+    sq = (img - target).pow(2).sum(dim=1, keepdim=True)
+    want_in = (sq * mask).sum() / mask.sum()
+    want_out = (sq * (1 - mask)).sum() / (1 - mask).sum()
+    assert torch.allclose(torch.tensor(rparts["mse_in"]), want_in, rtol=1e-5)
+    assert torch.allclose(torch.tensor(rparts["mse_out"]), want_out, rtol=1e-5)
+    assert rparts["mse_in"] == pytest.approx(3 * parts["mse_in"], rel=1e-5)
+    assert rparts["lpips_in"] == parts["lpips_in"] and rparts["lpips_out"] == parts["lpips_out"]
+    with pytest.raises(ValueError, match="mse_weighting"):
+        RefineConfig(mse_weighting="sum")
+
+
+def test_feature_phase_resume_matches_the_full_forward(rpack, scene) -> None:
+    """After the weight phase the layers before the feature are computed once: the result is
+    the one of running every step through the whole generator."""
+    from dataclasses import replace
+
+    from dhr_cli.nets.stylegan2 import Generator
+
+    target, mask, wplus = scene
+    cfg = RefineConfig(steps=4, weight_steps=2, layer=LAYER)
+    a = refine("dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex,
+               config=cfg)
+    orig = Generator.prefix
+    try:  # a prefix that is never used: every step runs the whole generator
+        Generator.prefix = lambda self, w, layer: None  # type: ignore[method-assign]
+        b = refine("dhr", rpack.generator, wplus, target, mask=mask,
+                   lpips_alex=rpack.lpips_alex, config=replace(cfg))
+    finally:
+        Generator.prefix = orig  # type: ignore[method-assign]
+    assert torch.equal(a.feature, b.feature)
+    assert all(torch.equal(a.deltas[k], b.deltas[k]) for k in a.deltas)

@@ -138,3 +138,37 @@ def test_segment_is_deterministic(rpack) -> None:
     assert a.mask.shape == (1, 1, 64, 64)
     assert set(a.mask.unique().tolist()) <= {0.0, 1.0}
     assert len(a.coarse.maps) == 5  # one map per VGG stage
+
+
+def test_full_size_maps_score_the_coarse_latent_at_the_generator_size(rpack) -> None:
+    """maps="full" (the ffhq pack's, as released): the coarse latent rendered at the full size
+    and LPIPS-VGG against the full-size crop, not the projection's own low-resolution maps."""
+    from dataclasses import replace
+
+    from dhr_cli.method.losses import TargetLPIPS
+    from dhr_cli.method.segment import full_size_maps
+    from dhr_cli.synthetic.benchset import make_sample
+
+    sample = make_sample(1, "occluded", 77)
+    img = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    kw = dict(
+        generator=rpack.generator,
+        lpips_vgg=rpack.lpips_vgg,
+        parser=rpack.parser,
+        latent_stats=rpack.latent_stats(),
+    )
+    base = _config(rpack, 5)
+    cfg = replace(base, projector=replace(base.projector, work_res=32, lpips_res=32))
+    coarse = segment(img, sample.image, config=cfg, **kw)
+    full = segment(img, sample.image, config=replace(cfg, maps="full"), **kw)
+    assert torch.equal(coarse.coarse.w, full.coarse.w)  # the same projection
+    assert coarse.coarse.maps[0].shape[-1] == 32
+    maps = full_size_maps(rpack.generator, rpack.lpips_vgg, full.coarse, img)
+    assert [m.shape[-1] for m in maps] == [64, 32, 16, 8, 4]
+    with torch.no_grad():
+        render = rpack.generator(full.coarse.w, noise=full.coarse.noises)
+        want = TargetLPIPS(rpack.lpips_vgg, img).maps(render)
+    assert all(torch.equal(a, b) for a, b in zip(maps, want, strict=True))
+    np.testing.assert_allclose(full.scores, superpixel_scores(maps, full.labels), rtol=1e-12)
+    with pytest.raises(ValueError, match="maps"):
+        replace(cfg, maps="half")

@@ -315,3 +315,17 @@ def test_small_generator_runs_batched_backward():
     grads = [p.grad for p in g.parameters()]
     assert all(gr is not None and torch.isfinite(gr).all() for gr in grads)
     assert math.isfinite(float(g.style[1].weight.grad.abs().sum()))
+
+
+def test_resume_at_the_feature_layer_equals_the_full_forward():
+    g = Generator(GeneratorConfig(size=64, style_dim=32, n_mlp=2, channels={r: 16 for r in (4, 8, 16, 32, 64)}))
+    g.requires_grad_(False)
+    w = g.as_wplus(g.mapping(torch.randn(1, 32, generator=torch.Generator().manual_seed(0))))
+    mask = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    for layer in (1, 3, 5, 7):
+        f = torch.randn(g.layer_shape(layer), generator=torch.Generator().manual_seed(layer))
+        full = g(w, feature_layer=layer, feature=f, feature_mask=mask)
+        resumed = g(w, feature_layer=layer, feature=f, feature_mask=mask, resume=g.prefix(w, layer))
+        assert torch.equal(full, resumed)
+    with pytest.raises(ValueError, match="odd"):
+        g.prefix(w, 4)

@@ -85,3 +85,26 @@ def test_snapshot_restore_and_errors():
         apply_delta(gen, {"nope": torch.zeros(1)})
     with pytest.raises(ValueError):
         apply_delta(gen, {"conv1.conv.weight": torch.zeros(3)})
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 3, 3), (1, 64, 64, 3, 3)])
+def test_quantised_storage_round_trip_is_exact_and_bounded(bits, shape):
+    from dhr_cli.nets.weight_delta import dequantize, quantize, quantized_roundtrip
+
+    g = torch.Generator().manual_seed(bits)
+    t = torch.randn(shape, generator=g) * 1e-3
+    t.view(-1)[:3] = 0.0
+    codes, e = quantize(t, bits, 32)
+    assert codes.dtype == torch.uint8 and e.dtype == torch.int8
+    assert codes.numel() == (t.numel() * bits + 7) // 8
+    r = dequantize(codes, e, t.shape, bits, 32)
+    assert torch.equal(r, quantized_roundtrip(t, bits, 32))
+    # power-of-two scales: quantising the stored values again changes nothing
+    assert torch.equal(quantized_roundtrip(r, bits, 32), r)
+    assert torch.equal(r.half().float(), r)
+    # error within half a step of the group's scale (<= amax / qmax, the scale's upper bound)
+    qmax = 2 ** (bits - 1) - 1
+    err = (r - t).abs().reshape(-1)
+    assert float(err.max()) <= float(t.abs().max()) / qmax + 1e-12
+    assert bool((r.reshape(-1)[:3] == 0).all())
