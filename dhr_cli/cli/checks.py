@@ -1,5 +1,5 @@
 """What the commands check and settle before any model loads (torch-free): which inputs a batch
-keeps, which pack a run uses, the choices of string options.
+keeps, which pack a run uses, the choices of string options, the shard of this process.
 """
 
 from __future__ import annotations

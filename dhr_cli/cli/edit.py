@@ -13,7 +13,7 @@ from .. import console, packs
 from ..app.batch import run_batch, shard_items
 from ..app.naming import refuse_overwriting
 from ..app.request import EditRequest
-from ..errors import InputMissing, UsageError, not_found
+from ..errors import DhrError, InputMissing, UsageError, not_found
 from ..faces.image_io import output_format, save_image
 from ..faces.sheet import labelled_sheet, sheet_path, sweep_labels
 from ..project import SUFFIX, photo_name_of, project_path_for, read_metadata
@@ -266,7 +266,10 @@ def edit_cmd(
     result = run_batch(inputs, session.edit_input, shard=shard_kn, label="edit", clashes=clashes)
     for rec in result.done:
         if rec.get("strip"):
-            write_sweep_sheet(rec)
+            try:
+                write_sweep_sheet(rec)
+            except (DhrError, OSError) as e:  # the strip itself is written: say so, go on
+                console.log.warn(f"{rec['strip']}: no labelled sheet written ({e})")
     if s.json:
         console.print_json(result.to_json())
     else:
