@@ -60,6 +60,7 @@ class Stages:
         self.count = count_flops
         self.times: dict[str, float] = {}
         self.flops: dict[str, int] = {}
+        self.rss: dict[str, float] = {}  # peak RSS (MB) at the end of each stage
 
     @contextmanager
     def stage(self, name: str):
@@ -70,6 +71,7 @@ class Stages:
         with mode:
             yield mode
         self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t
+        self.rss[name] = peak_rss_mb()
         if self.count:
             self.flops[name] = self.flops.get(name, 0) + mode.get_total_flops()
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     pack = full_size_pack(0)
     pack.latent_stats()
-    print(f"stand-in pack built in {time.perf_counter() - t:.1f} s")
+    print(f"stand-in pack built in {time.perf_counter() - t:.1f} s; peak RSS {peak_rss_mb():.0f} MB")
     from PIL import Image
     from skimage import data
 
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         def cb(step: int, value) -> None:
             if label.startswith("refine") and step == weight_steps - 1:
                 marks["weights_end"] = time.perf_counter()
+                st.rss["refine: weights"] = peak_rss_mb()
                 if mode is not None:
                     marks["weights_flops"] = mode.get_total_flops()
 
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         with mode or nullcontext():
             yield cb
         marks["refine_end"] = time.perf_counter()
+        st.rss["refine: feature"] = peak_rss_mb()
         if mode is not None:
             marks["refine_flops"] = mode.get_total_flops()
 
@@ -175,14 +179,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nastronaut {photo.width}x{photo.height}; face crop {aligned.size} px; "
           f"coarse {args.coarse_steps}, refine {args.steps} ({weight_steps} weight) steps")
-    print(f"{'stage':<18}{'wall s':>9}{'GFLOP':>10}{'GFLOP/s':>10}{'of matmul':>11}")
+    print(f"{'stage':<18}{'wall s':>9}{'GFLOP':>10}{'GFLOP/s':>10}{'of matmul':>11}"
+          f"{'peak RSS MB':>13}")
     for name, sec in st.times.items():
         fl = st.flops.get(name)
+        rss_at = f"{st.rss[name]:>13.0f}" if name in st.rss else f"{'-':>13}"
         if fl:
             rate = fl / 1e9 / max(sec, 1e-9)
-            print(f"{name:<18}{sec:>9.1f}{fl / 1e9:>10.0f}{rate:>10.1f}{rate / gflops:>10.0%}")
+            print(f"{name:<18}{sec:>9.1f}{fl / 1e9:>10.0f}{rate:>10.1f}{rate / gflops:>10.0%}"
+                  + rss_at)
         else:
-            print(f"{name:<18}{sec:>9.1f}{'-':>10}{'-':>10}{'-':>11}")
+            print(f"{name:<18}{sec:>9.1f}{'-':>10}{'-':>10}{'-':>11}" + rss_at)
     print(f"{'total':<18}{total:>9.1f}")
     rss = peak_rss_mb()
     print(f"peak RSS {rss:.0f} MB; project file {project_mb:.1f} MB; "

@@ -8,7 +8,11 @@ Methods (`METHODS`):
 ``pti``      Pivotal Tuning (Roich et al.): a W pivot from a 450-step projection at lr 5e-3
              (`--pivot e4e`: the encoder's W+), then 350 steps of Adam at lr 3e-4 on all
              synthesis weights with MSE + LPIPS-Alex over the whole image, stopping early once
-             LPIPS < 0.06 (checked before each step, as PTI does).
+             LPIPS <= 0.06 (checked before each step, as the original PTI code by Roich et al.
+             does). The pivot starts from the mean of 10,000 mapped w (rosinality's
+             projector). GANInverter's PTI, run beside the released DHR, differs: no early
+             stop, and its pivot starts from `latent_avg` (README, "Deviations from the
+             released code").
 ``feature``  feature modulation only: the feature f at the DHR layer replaces the generator's
              own everywhere and is optimised on the whole image (weights fixed).
 ``dhr``      DHR: the generator's own feature f_l at layer l and the refined f are mixed,
