@@ -114,7 +114,7 @@ def run_demo(
     engine = Engine(
         pack, EngineOptions(method="dhr"), progress=console_progress if progress else None
     )
-    need = engine.needs(segment=True)
+    need = engine.options.needs(segment=True)
     pack.require(need["roles"], lpips=need["lpips"])
     masked = mask_photo(engine, photo)
     inverted = invert_photo(engine, photo)

@@ -113,10 +113,10 @@ def test_shards_then_merge_equal_the_whole_run(tmp_path: Path, capsys, monkeypat
         "report.md",
         "results.json",
     ]
-    assert (
-        "dhr bench --synthetic 3 --methods encoder,dhr --steps 2"
-        in (folder / "report.md").read_text()
-    )
+    # the recorded command reproduces the run: the pack and the report folder spelled out
+    recorded = (folder / "report.md").read_text()
+    assert "dhr bench --synthetic 3 --methods encoder,dhr --pack synthetic --steps 2" in recorded
+    assert "--report dhr-bench" in recorded
     whole = load_results(folder / "results.json")
 
     # two shards (no report of their own), then merge

@@ -89,22 +89,12 @@ def test_errors_that_need_no_model_do_not_import_torch(
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the files a run needs are checked by Pack.require, in packs/pack.py, which imports "
-    "torch (a torch-free check of a pack's files is asked of the lead)",
-)
 def test_offline_without_the_models_fails_without_torch(folder: Path) -> None:
     rc, torch_loaded, err = run_probe(["invert", "face.png", "--pack", "ffhq", "--offline"], folder)
     assert rc == 5 and "stylegan2-ffhq-config-f.pt" in err
     assert not torch_loaded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the listing is DirectionLibrary.listing, in app/directions.py, which imports torch "
-    "(a torch-free listing from the pack's description is asked of the lead)",
-)
 def test_edit_list_of_a_pack_is_data(folder: Path) -> None:
     rc, torch_loaded, err = run_probe(["edit", "--list", "--pack", "ffhq", "--json"], folder)
     assert rc == 0, err
@@ -286,3 +276,37 @@ def test_the_demo_folder_is_ignored_and_told(monkeypatch, capsys) -> None:
         assert r.returncode == 0
     text = help_of("demo", monkeypatch=monkeypatch, capsys=capsys)
     assert "dhr-demo/ in the current folder" in " ".join(text.replace("│", " ").split())
+
+
+def test_misspelt_direction_and_no_project_fail_without_torch(folder: Path) -> None:
+    # a real project header of the synthetic pack: the names are checked against its description
+    from dhr_cli.project import Project
+
+    (folder / "face.png.dhr").unlink()
+    p = Project.for_photo(folder / "face.png", pack="synthetic")
+    import torch
+
+    p.wplus = torch.zeros(1, 10, 64)
+    p.save(folder / "face.png.dhr")
+    rc, torch_loaded, err = run_probe(["edit", "face.png", "--edit", "grin=1"], folder)
+    assert rc == 2 and "unknown direction 'grin' for the synthetic pack" in err, err
+    assert not torch_loaded
+    rc, torch_loaded, err = run_probe(["edit", "face.png", "--pose", "1"], folder)
+    assert rc == 4 and "'pose' is a direction of the ffhq pack" in err, err
+    assert not torch_loaded
+    empty = folder / "empty"
+    empty.mkdir()
+    rc, torch_loaded, err = run_probe(["edit", "--smile", "1"], empty)
+    assert rc == 3 and "no project file" in err and not torch_loaded, err
+
+
+def test_aligned_inputs_need_no_detector_files(folder: Path) -> None:
+    """--aligned photos are not detected: offline, the missing files named are the pack's and
+    LPIPS's, not RetinaFace's."""
+    rc, torch_loaded, err = run_probe(
+        ["invert", "face.png", "--pack", "ffhq", "--offline", "--aligned"], folder
+    )
+    assert rc == 5 and "stylegan2-ffhq-config-f.pt" in err and not torch_loaded
+    assert "needs 3 model files" in err and "detection_Resnet50_Final.pth" not in err
+    rc, _, err = run_probe(["invert", "face.png", "--pack", "ffhq", "--offline"], folder)
+    assert rc == 5 and "needs 4 model files" in err and "detection_Resnet50_Final.pth" in err

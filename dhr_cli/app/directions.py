@@ -10,7 +10,6 @@ at their own scale). The edit arithmetic itself is `method/edits.py`.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,8 @@ from ..errors import BadData, ParameterError, UsageError, not_found
 from ..method.edits import Direction, Edit, GanspaceEdit, GanspacePCA, LinearEdit, as_rows
 from ..nets.checkpoints import read_tensor_file
 from ..packs.pack import Pack
-from ..packs.settings import PACK_NAMES, pack_settings
-from .request import DIRECTION_OPTIONS, GanspaceSpec
+from .catalog import check_direction_name, listing
+from .request import GanspaceSpec
 
 if TYPE_CHECKING:
     from .request import EditRequest
@@ -57,16 +56,6 @@ def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     return obj, meta
 
 
-def _known_elsewhere(name: str, pack: str) -> str | None:
-    """Another built-in pack that has a direction or preset called `name` (a clearer error)."""
-    for other in PACK_NAMES:
-        s = pack_settings(other)
-        presets = s.ganspace.presets if s.ganspace is not None else {}
-        if other != pack and (name in s.directions or name in presets):
-            return other
-    return None
-
-
 class DirectionLibrary:
     """The directions a pack offers, as its description lists them (files read on first use,
     once per pack)."""
@@ -93,21 +82,7 @@ class DirectionLibrary:
     def check_name(self, name: str) -> None:
         """UsageError (misspelt) or BadData (a direction of another pack) unless the pack
         offers `name`; reads no file."""
-        if name in self.names():
-            return
-        other = _known_elsewhere(name, self.pack.name)
-        if other is not None:
-            raise BadData(
-                f"{name!r} is a direction of the {other} pack, but the project was made with "
-                f"the {self.pack.name} pack",
-                hint=f"directions of the {self.pack.name} pack: {', '.join(self.names())}",
-            )
-        close = difflib.get_close_matches(name, self.names(), n=2)
-        raise UsageError(
-            f"unknown direction {name!r} for the {self.pack.name} pack",
-            hint=(f"did you mean {', '.join(close)}? " if close else "")
-            + f"available: {', '.join(self.names())} (`dhr edit --list`)",
-        )
+        check_direction_name(self.settings, name)
 
     def get(self, name: str) -> Direction:
         if name in self._cache:
@@ -209,51 +184,8 @@ class DirectionLibrary:
         return edits
 
     def listing(self) -> dict[str, Any]:
-        """What `dhr edit --list` shows for this pack (from its description: nothing is read
-        or downloaded; files show as at hand or not)."""
-        rows: list[dict[str, Any]] = []
-        for name, info in self.settings.directions.items():
-            rows.append(
-                {
-                    "name": name,
-                    "option": f"--{name}" if name in DIRECTION_OPTIONS else f"--edit {name}=S",
-                    "shape": list(info.shape) if info.shape else None,
-                    "unit": info.unit,
-                    "source": info.source,
-                    "detail": info.detail,
-                    "file": info.file.label,
-                    "cached": self.pack.is_local(info.file),
-                }
-            )
-        extra: dict[str, Any] = {}
-        g = self.settings.ganspace
-        if g is not None:
-            cached = self.pack.is_local(g.file)
-            for name, (k, a, b, s) in g.presets.items():
-                rows.append(
-                    {
-                        "name": name,
-                        "option": f"--ganspace {name}[:STRENGTH]",
-                        "shape": [1, self.style_dim],
-                        "unit": f"target std-units on component {k}, rows {a}:{b} (preset {s:g})",
-                        "source": g.source_short,
-                        "detail": g.detail,
-                        "file": g.file.label,
-                        "cached": cached,
-                    }
-                )
-            extra["ganspace"] = (
-                f"--ganspace IDX:START:END:STRENGTH ({g.components} components, W+ rows "
-                "START..END-1; STRENGTH = target coordinate in std units, e4e convention)"
-            )
-        return {
-            "pack": self.pack.name,
-            "n_latent": self.n_latent,
-            "directions": rows,
-            **extra,
-            "user_directions": f"--direction FILE[:STRENGTH] ([D], [1, D] or "
-            f"[{self.n_latent}, D]; .pt, .npy or .safetensors)",
-        }
+        """What `dhr edit --list` shows for this pack (`catalog.listing`)."""
+        return listing(self.settings, self.pack.models_dir)
 
 
 def rows_in(layers: tuple[int, int | None] | None, n_latent: int) -> tuple[int, int] | None:

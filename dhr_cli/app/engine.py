@@ -42,7 +42,7 @@ class StageProgress(Protocol):
     """Shows one slow stage: a context yielding callback(step, loss or fields)."""
 
     def __call__(
-        self, label: str, total: int, key: str | None
+        self, label: str, total: int, key: str | None, early_stop: str | None = None
     ) -> contextlib.AbstractContextManager[Callable[[int, Any], None]]: ...
 
 
@@ -50,9 +50,13 @@ _SHOWN = ("loss_in", "loss_out", "mse", "lpips", "pivot_lpips")
 
 
 @contextlib.contextmanager
-def console_progress(label: str, total: int, key: str | None) -> Iterator[Callable]:
-    """A `StageProgress` on the terminal: a bar with the losses the method reports."""
-    with console.progress(label, total=total) as task:
+def console_progress(
+    label: str, total: int, key: str | None, early_stop: str | None = None
+) -> Iterator[Callable]:
+    """A `StageProgress` on the terminal: a bar with the losses the method reports
+    (`early_stop`: why a stage may end before its total, by design)."""
+    extra = {} if early_stop is None else {"early_stop": early_stop}
+    with console.progress(label, total=total, **extra) as task:
 
         def cb(step: int, value: Any) -> None:
             if isinstance(value, dict):
@@ -195,18 +199,6 @@ class Engine:
             changes["pivot_steps"] = o.pivot_steps
         return replace(cfg, **changes)
 
-    def needs(self, *, segment: bool) -> dict[str, Any]:
-        """The pack files a run needs (for `Pack.require`)."""
-        m = self.options.method
-        roles = ["generator", "encoder"]
-        lpips = {"alex"}
-        if segment:
-            roles.append("parser")
-            lpips.add("vgg")
-        if m == "pti" and self.options.pivot == "w":
-            lpips.add("vgg")
-        return {"roles": roles, "lpips": sorted(lpips)}
-
     # ------------------------------------------------------------ steps
 
     def load_photo(self, path: Path) -> Photo:
@@ -344,7 +336,10 @@ class Engine:
         cfg = self.refine_config()
         pivot = cfg.pivot_steps if cfg.pivot == "w" else 0
         total = {"pti": pivot + cfg.pti_steps, "encoder": 0}.get(method, cfg.steps)
-        with self.stage(f"refine ({method})", total if method != "encoder" else None) as cb:
+        # PTI stops once its LPIPS is low enough (the original PTI's rule)
+        why = f"LPIPS below {cfg.pti_lpips_stop:g}" if method == "pti" else None
+        shown = total if method != "encoder" else None
+        with self.stage(f"refine ({method})", shown, None, why) as cb:
             ref = self.refine(crop, wplus, mask, callback=cb)
         times["refine"] = time.perf_counter() - t
         stored_mask = mask.detach().to("cpu", torch.float32) if mask is not None else None
@@ -370,12 +365,18 @@ class Engine:
             mask_source=mask_source,
         )
 
-    def stage(self, label: str, total: int | None, key: str | None = None) -> Any:
+    def stage(
+        self,
+        label: str,
+        total: int | None,
+        key: str | None = None,
+        early_stop: str | None = None,
+    ) -> Any:
         """The progress of one stage (a no-op callback without a progress display, or for a
         stage with no steps)."""
         if self.progress is None or total is None:
             return contextlib.nullcontext(None)
-        return self.progress(label, total, key)
+        return self.progress(label, total, key, early_stop)
 
 
 def landmarks_for_quad(quad: np.ndarray) -> np.ndarray:

@@ -108,6 +108,17 @@ class EngineOptions:
         """Segmentation options were given: a stored mask must not be reused."""
         return any(v is not None for v in (self.tau, self.tau_quantile, self.coarse_steps))
 
+    def needs(self, *, segment: bool) -> dict[str, list[str]]:
+        """The pack files a run needs (for `packs.require_files`): roles and LPIPS nets."""
+        roles = ["generator", "encoder"]
+        lpips = {"alex"}
+        if segment:
+            roles.append("parser")
+            lpips.add("vgg")
+        if self.method == "pti" and self.pivot == "w":
+            lpips.add("vgg")
+        return {"roles": roles, "lpips": sorted(lpips)}
+
     def unused_options(self) -> list[str]:
         """The options set away from their defaults that this method never reads (parameter
         names)."""

@@ -63,12 +63,10 @@ class Bench:
 
     def require(self) -> None:
         """Fail fast (one ModelUnavailable naming every missing file) before any work."""
-        from ..app.engine import Engine
-
         roles: set[str] = set()
         lpips_nets: set[str] = {"alex"}
         for m in self.config.methods:
-            need = Engine(self.pack, EngineOptions(method=m)).needs(segment=m == "dhr")
+            need = EngineOptions(method=m).needs(segment=m == "dhr")
             roles |= set(need["roles"])
             lpips_nets |= set(need["lpips"])
         detector = None if self.config.aligned else "retinaface"

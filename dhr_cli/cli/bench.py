@@ -20,6 +20,7 @@ from .options import (
     BENCH,
     ENGINE,
     REPORT,
+    AlignedOpt,
     DhrGroup,
     PackOpt,
     ShardCountOpt,
@@ -73,16 +74,19 @@ def bench_outputs(
         )
 
 
-def bench_command_line(config: Any, shard: str | None, jobs: int) -> str:
-    """The canonical command that reproduces a run (for the report)."""
+def bench_command_line(
+    config: Any, shard: str | None, jobs: int, report: Path | None = None
+) -> str:
+    """The canonical command that reproduces a run (for the report): every choice spelled out,
+    the pack and the report folder included."""
     parts = ["dhr", "bench"]
     if config.synthetic is not None:
         parts += ["--synthetic", str(config.synthetic)]
     else:
         parts += [shlex.quote(p) for p in config.images]
-    parts += ["--methods", ",".join(config.methods)]
-    if config.pack != ("synthetic" if config.synthetic is not None else "ffhq"):
-        parts += ["--pack", config.pack]
+    parts += ["--methods", ",".join(config.methods), "--pack", shlex.quote(config.pack)]
+    if config.aligned:
+        parts.append("--aligned")
     if config.seed:
         parts += ["--seed", str(config.seed)]
     for k, v in config.overrides().items():
@@ -93,6 +97,8 @@ def bench_command_line(config: Any, shard: str | None, jobs: int) -> str:
         parts += ["--shard", shard]
     if jobs != 0:
         parts += ["--jobs", str(jobs)]
+    if report is not None:
+        parts += ["--report", shlex.quote(str(report))]
     return " ".join(parts)
 
 
@@ -224,6 +230,7 @@ def bench_cmd(
     coarse_steps: step_opt("coarse-steps", "Coarse-inversion steps of the segmentation") = None,
     pivot_steps: step_opt("pivot-steps", "PTI pivot projection steps") = None,
     weight_steps: step_opt("weight-steps", "DHR steps that update the generator weights") = None,
+    aligned: AlignedOpt = False,
 ) -> None:
     """Invert every image with every method and report fidelity, speed, memory and editing.
 
@@ -269,6 +276,7 @@ def bench_cmd(
         reuse=reuse,
         projects=str(projects) if projects is not None else None,
         identity=identity,
+        aligned=aligned,
         steps=steps,
         coarse_steps=coarse_steps,
         pivot_steps=pivot_steps,
@@ -288,7 +296,7 @@ def bench_cmd(
         make_folder(report)
     seed_everything(s.seed)
     resolved = None if shard_kn is None else f"{shard_kn[0]}/{shard_kn[1]}"
-    command_line = bench_command_line(config, resolved, jobs)
+    command_line = bench_command_line(config, resolved, jobs, report)
     try:
         doc = run_bench(config, shard=shard_kn, jobs=jobs, show_progress=not s.quiet)
     except BenchInterrupted as e:

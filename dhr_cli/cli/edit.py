@@ -11,7 +11,9 @@ from rich.table import Table
 
 from .. import console, packs
 from ..app.batch import run_batch, shard_items
+from ..app.catalog import check_direction_name, listing
 from ..app.naming import refuse_overwriting
+from ..app.projects import latest_project
 from ..app.request import EditRequest
 from ..errors import DhrError, InputMissing, UsageError, not_found
 from ..faces.image_io import output_format, save_image
@@ -233,9 +235,14 @@ def edit_cmd(
         output_format("x", fmt)  # unknown formats fail before any work
     if len(inputs) == 1:
         check_edit_input(inputs[0], output)
+    if not inputs:
+        found = latest_project()  # none here: exit 3 at once
+        console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
+        inputs = [found]
+    check_names(request, inputs, pack)
 
     # the networks from here on (torch)
-    from ..app.edit import EditSession, latest_project
+    from ..app.edit import EditSession
 
     session = EditSession(
         request,
@@ -255,10 +262,6 @@ def edit_cmd(
         quality=quality,
     )
     session.check_output()
-    if not inputs:
-        found = latest_project()
-        console.log.info(f"editing {found} (the newest `dhr invert` project in this folder)")
-        inputs = [found]
     for warning in session.output_warnings(inputs):
         console.log.warn(warning)
     session.prepare(shard_items(inputs, shard_kn))
@@ -314,14 +317,36 @@ def check_edit_input(arg: Path, output: str | None) -> None:
         refuse_overwriting([Path(output)], [arg, project, photo])
 
 
-def edit_list(inputs: list[Path], pack: str | None) -> None:
-    """`dhr edit --list`: the directions of the pack of the given (or newest) project."""
-    from ..app.edit import EditSession
+def check_names(request: EditRequest, inputs: list[Path], pack: str | None) -> None:
+    """Every named edit must be a direction (or GANSpace preset) of each input's pack: checked
+    from the packs' descriptions, before any model loads. Unreadable inputs are left to the
+    batch, which reports them per input."""
+    packs_used: list[str] = []
+    for arg in inputs:
+        try:
+            name = read_metadata(project_path_for(arg)).get("pack") or pack or "ffhq"
+        except DhrError:
+            continue
+        if name not in packs_used and (pack is None or name == pack):
+            packs_used.append(name)
+    wanted = [n for n, _ in request.named] + ([request.sweep.name] if request.sweep else [])
+    for name in packs_used:
+        try:
+            settings_ = packs.pack_settings(name)
+        except DhrError:
+            continue  # an unknown or broken pack is the input's own error
+        presets = settings_.ganspace.presets if settings_.ganspace is not None else {}
+        # a sweep may also name a --direction file by its stem
+        own = {Path(f).stem for f, _ in request.directions}
+        for n in wanted:
+            if n not in presets and n not in own:
+                check_direction_name(settings_, n)
 
+
+def edit_list(inputs: list[Path], pack: str | None) -> None:
+    """`dhr edit --list`: the directions of the pack of the given (or newest) project, from
+    its description (nothing loads)."""
     s = settings()
-    session = EditSession(
-        EditRequest(), device=device_str(), models_dir=s.models_dir, offline=s.offline or None
-    )
     names: list[str] = []
     if inputs:
         meta = read_metadata(project_path_for(inputs[0]))
@@ -329,13 +354,11 @@ def edit_list(inputs: list[Path], pack: str | None) -> None:
     elif pack is not None:
         names = [pack]
     else:
-        from ..app.edit import latest_project
-
         try:
             names = [read_metadata(latest_project()).get("pack") or "ffhq"]
         except InputMissing:
             names = ["ffhq", "synthetic"]
-    listings = [session.listing(n) for n in names]
+    listings = [listing(packs.pack_settings(n), s.models_dir) for n in names]
     if settings().json:
         console.print_json({"packs": listings})
         return

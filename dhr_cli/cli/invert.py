@@ -22,6 +22,7 @@ from .options import (
     ADVANCED,
     ENGINE,
     FACES,
+    AlignedOpt,
     AllFacesOpt,
     BlendRadiusOpt,
     CoarseStepsOpt,
@@ -65,6 +66,7 @@ def invert_cmd(
     tau: TauOpt = None,
     output: OutputOpt = None,
     face: FaceOpt = None,
+    aligned: AlignedOpt = False,
     all_faces: AllFacesOpt = False,
     no_paste: Annotated[
         bool,
@@ -175,6 +177,7 @@ def invert_cmd(
         raise UsageError("give --face N or --all-faces, not both")
     shard_kn = shard_of(shard, shard_count)
     faces = FaceOptions(
+        aligned=aligned,
         face=face,
         all_faces=all_faces,
         min_face=min_face,
@@ -232,6 +235,7 @@ def mask_cmd(
     min_face: MinFaceOpt = 48.0,
     detector: DetectorOpt = "retinaface",
     fast: FastOpt = False,
+    aligned: AlignedOpt = False,
 ) -> None:
     """Domain-Specific Segmentation: store the in-domain mask in the project, write an overlay.
 
@@ -246,7 +250,9 @@ def mask_cmd(
         if not from_mask.is_file():
             raise not_found(from_mask, "mask file")
     shard_kn = shard_of(shard, shard_count)
-    faces = FaceOptions(face=face, min_face=min_face, detector=detector, fast=fast)
+    faces = FaceOptions(
+        aligned=aligned, face=face, min_face=min_face, detector=detector, fast=fast
+    )
     engine_options = dict(
         method="dhr",
         tau=parse_tau(tau),
@@ -279,6 +285,21 @@ def run_engine(
     if options.tau is not None:  # a class the pack's parser does not have fails now
         options.tau.table(pack_settings.class_names, pack_settings.tau, pack_settings.tau_default)
     warn_unused(which, options, pack_settings, pack_name, inputs)
+    segment = (
+        which == "mask" and from_mask is None or (which == "invert" and options.method == "dhr")
+    )
+    need = options.needs(segment=segment)
+    f = options.faces
+    # every file the run needs, before torch: offline, a missing model answers at once
+    packs.require_files(
+        pack_settings,
+        need["roles"],
+        lpips=need["lpips"],
+        detector=None if f.aligned else f.detector,
+        fast=f.fast,
+        models_dir=s.models_dir,
+        offline=s.offline or None,
+    )
 
     # the networks from here on (torch)
     from ..app.engine import Engine, console_progress
@@ -291,12 +312,8 @@ def run_engine(
     packs.apply_cpu_threads(the_pack)
     show = not s.quiet and not s.json
     engine = Engine(the_pack, options, progress=console_progress if show else None)
-    segment = (
-        which == "mask" and from_mask is None or (which == "invert" and options.method == "dhr")
-    )
-    need = engine.needs(segment=segment)
-    f = options.faces
-    the_pack.require(need["roles"], lpips=need["lpips"], detector=f.detector, fast=f.fast)
+    detector = None if f.aligned else f.detector
+    the_pack.require(need["roles"], lpips=need["lpips"], detector=detector, fast=f.fast)
     if which == "invert":
 
         def work(path: Path) -> dict[str, Any]:
@@ -349,11 +366,13 @@ def warn_unused(
     if unused:
         console.log.warn(f"{', '.join(unused)}: not used by --method {options.method}")
     f = options.faces
-    ignored = [flag_for(n) for n in f.detection_options()] if pack_settings.aligned_input else []
+    no_detection = pack_settings.aligned_input or f.aligned
+    ignored = [flag_for(n) for n in f.detection_options()] if no_detection else []
     if ignored:  # `--face 2` that silently edits the only face would be a surprise
+        where = f"with the {pack_name} pack" if pack_settings.aligned_input else "with --aligned"
         console.log.warn(
-            f"{', '.join(ignored)}: not used with the {pack_name} pack "
-            "(its images are aligned crops of one face; none is detected)"
+            f"{', '.join(ignored)}: not used {where} "
+            "(the images are aligned crops of one face; none is detected)"
         )
     if which == "invert" and (warning := unused_quality(f.quality, inputs, f.format)):
         console.log.warn(warning)

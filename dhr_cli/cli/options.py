@@ -351,6 +351,15 @@ FaceOpt = Annotated[
         show_default=False,
     ),
 ]
+AlignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--aligned",
+        help="The photos are aligned square face crops (FFHQ / CelebA-HQ test images): taken as "
+        "they are, resized to the generator's size, no detection.",
+        rich_help_panel=FACES,
+    ),
+]
 AllFacesOpt = Annotated[
     bool, typer.Option("--all-faces", help="Every face in the photo.", rich_help_panel=FACES)
 ]

