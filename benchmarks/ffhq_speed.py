@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             marks["refine_flops"] = mode.get_total_flops()
 
     engine = Engine(pack, opts, progress=progress)
+    if args.curve:  # keep the float32 result the storage error is measured against
+        from dataclasses import replace as dc_replace
+
+        base_config = engine.refine_config
+        engine.refine_config = lambda: dc_replace(base_config(), keep_raw=True)
     t_all = time.perf_counter()
     photo = load_image(photo_path)
     with st.stage("detect"):

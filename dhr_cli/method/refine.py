@@ -115,6 +115,7 @@ class RefineConfig:
     delta_group: int = 64
     feature_storage: str = "float32"
     mse_weighting: str = "mean"  # "released": channel sum / pixel count
+    keep_raw: bool = False  # also return the float32 result before storage rounding
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -402,8 +403,8 @@ def refine_hybrid(
         feature_mask=hybrid,
         steps_run=config.steps,
         losses=parts,
-        raw_deltas=raw,
-        raw_feature=f.detach(),
+        raw_deltas=raw if config.keep_raw else None,
+        raw_feature=f.detach() if config.keep_raw else None,
     )
 
 
