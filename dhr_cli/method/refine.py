@@ -340,9 +340,10 @@ def refine_hybrid(
     """
     stop_at, goal = _work(generator, target, config.work_res)
     g, theta = _trainable_copy(generator)
-    names = list(theta)
     params = list(theta.values())
-    base = snapshot(g, names)
+    # the frozen generator is left untouched: its parameters are the base of the delta (no
+    # snapshot copy of the 28 M synthesis weights at 1024 px)
+    base = {n: p for n, p in generator.named_parameters() if n in theta}
     hybrid = mask is not None
     weight_steps = config.weight_steps if hybrid else 0
     res = goal.shape[-1]
