@@ -10,6 +10,8 @@ Python API is re-exported lazily:
 
 from __future__ import annotations
 
+from .lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first attribute access (PEP 562)
@@ -28,16 +30,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dhr_cli' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -13,7 +13,7 @@ command line names its files before any model loads).
 
 from __future__ import annotations
 
-from importlib import import_module
+from ..lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "ENCODER_SIZE": ".alignment",
@@ -60,14 +60,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

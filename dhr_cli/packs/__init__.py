@@ -18,8 +18,9 @@ needed; the rest loads torch.
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
+
+from ..lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "BUILTIN": ".settings",
@@ -44,14 +45,4 @@ SYNTHETIC_DIR = Path(__file__).parent.parent / "synthetic" / "pack"
 __all__ = sorted([*_LAZY, "SYNTHETIC_DIR"])
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
