@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     marks: dict[str, float] = {}
 
     @contextmanager
-    def progress(label: str, total: int, key: str | None):
+    def progress(label: str, total: int, key: str | None, *_more):
         def cb(step: int, value) -> None:
             if label.startswith("refine") and step == weight_steps - 1:
                 marks["weights_end"] = time.perf_counter()
