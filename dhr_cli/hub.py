@@ -65,9 +65,6 @@ from .registry import (
 )
 from .trust import HASHES_FILE, Hashes, check, expected_sha, first_use_problem, now
 
-_Hashes = Hashes  # its old name (packs.py reads first-use records through it)
-
-
 # --- locations and settings -------------------------------------------------------------------
 
 

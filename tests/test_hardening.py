@@ -36,6 +36,7 @@ import pytest
 from dhr_cli import download, hub, model_check, registry
 from dhr_cli.cli import main
 from dhr_cli.errors import BadData, ExitCode, InputMissing
+from dhr_cli.trust import Hashes
 
 AGE = "interfacegan_age.pt"
 
@@ -345,7 +346,7 @@ def _evil_zip(path: Path, marker: Path) -> Path:
 
 def _nothing_trusted(name: str, filename: str) -> None:
     folder = hub.cache_dir()
-    assert hub._Hashes(folder).first_use(name) is None
+    assert Hashes(folder).first_use(name) is None
     assert not (folder / filename).exists()
     if folder.exists():
         assert [p for p in models_folder_listing(folder) if p != ".archives"] == []
@@ -440,7 +441,7 @@ def test_a_file_of_the_claimed_architecture_is_trusted_and_another_is_not(
     good = tmp_path / "good.pt"
     torch.save(_tiny_generator(style_dim=16), good)
     [dest] = hub.import_file(good, "tiny-gen")
-    rec = hub._Hashes(hub.cache_dir()).first_use("tiny-gen")
+    rec = Hashes(hub.cache_dir()).first_use("tiny-gen")
     assert rec["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
     assert dest.read_bytes() == good.read_bytes()
 

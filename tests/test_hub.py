@@ -26,6 +26,7 @@ import pytest
 
 from dhr_cli import console, download, hub
 from dhr_cli.errors import BadData, ExitCode, InputMissing, ModelUnavailable, UsageError
+from dhr_cli.trust import Hashes
 
 REQUIRED = [
     "stylegan2-ffhq-1024",
@@ -273,7 +274,7 @@ def test_html_page_rejected(online: None, http_server, monkeypatch) -> None:
     folder = hub.cache_dir()
     assert not (folder / e.filename).exists()
     assert not (folder / (e.filename + ".partial")).exists()
-    assert hub._Hashes(folder).first_use("test-model") is None  # nothing trusted
+    assert Hashes(folder).first_use("test-model") is None  # nothing trusted
 
 
 def test_unpinned_checkpoint_that_is_no_checkpoint_is_not_trusted(
@@ -285,14 +286,14 @@ def test_unpinned_checkpoint_that_is_no_checkpoint_is_not_trusted(
         hub.fetch("test-model")
     folder = hub.cache_dir()
     assert not (folder / e.filename).exists()
-    assert hub._Hashes(folder).first_use("test-model") is None
+    assert Hashes(folder).first_use("test-model") is None
     # a checkpoint as torch.save writes it (a zip archive) is trusted on first use
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     http_server.add("w.pt", buf.getvalue())
     assert hub.fetch("test-model").read_bytes() == buf.getvalue()
-    assert hub._Hashes(folder).first_use("test-model") is not None
+    assert Hashes(folder).first_use("test-model") is not None
 
 
 def test_unpinned_empty_download_is_not_trusted(online: None, http_server, monkeypatch) -> None:
@@ -302,7 +303,7 @@ def test_unpinned_empty_download_is_not_trusted(online: None, http_server, monke
         hub.fetch("test-model")
     folder = hub.cache_dir()
     assert not (folder / e.filename).exists()
-    assert hub._Hashes(folder).first_use("test-model") is None
+    assert Hashes(folder).first_use("test-model") is None
 
 
 def test_wrong_size_rejected_before_download(online: None, http_server, monkeypatch) -> None:
@@ -440,7 +441,7 @@ def test_first_use_hash_recorded_and_enforced(online: None, http_server, monkeyp
     url = http_server.add("w.bin", first)
     e = add_entry(monkeypatch, urls=(url,))
     p = hub.fetch("test-model")
-    rec = hub._Hashes(hub.cache_dir()).first_use("test-model")
+    rec = Hashes(hub.cache_dir()).first_use("test-model")
     assert rec["sha256"] == sha(first) and rec["source"] == url
     # upstream changes and the cached copy is lost: the new bytes do not match what we trusted
     http_server.add("w.bin", payload(20_000, seed=7))
@@ -478,7 +479,7 @@ def test_import_rejects_wrong_files(tmp_path: Path, monkeypatch) -> None:
     for name in (None, "test-model"):
         with pytest.raises(BadData, match="empty.bin is empty"):
             hub.import_file(empty, name)
-    assert hub._Hashes(hub.cache_dir()).first_use("test-model") is None
+    assert Hashes(hub.cache_dir()).first_use("test-model") is None
     hub.import_file(junk, "test-model")
     other = tmp_path / "other.bin"
     other.write_bytes(b"other")
@@ -492,7 +493,7 @@ def test_import_rejects_wrong_files(tmp_path: Path, monkeypatch) -> None:
     page.write_bytes(b"<!DOCTYPE html><title>Sign in</title>")
     with pytest.raises(BadData, match="not a PyTorch checkpoint"):
         hub.import_file(page, "e4e-ffhq")
-    assert hub._Hashes(hub.cache_dir()).first_use("e4e-ffhq") is None
+    assert Hashes(hub.cache_dir()).first_use("e4e-ffhq") is None
     assert not (hub.cache_dir() / "e4e_ffhq_r50_wp_official.pt").exists()
 
 
@@ -645,7 +646,7 @@ def test_an_unreadable_hash_record_is_reported_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / hub.HASHES_FILE).write_text("{not json")
-    record = hub._Hashes(tmp_path)
+    record = Hashes(tmp_path)
     assert record.load() == record.load() == {"first_use": {}, "verified": {}}
     assert capsys.readouterr().err.count("is unreadable;") == 1
     # valid JSON of another shape was a TypeError (exit 1) in `dhr models import/verify`

@@ -56,7 +56,7 @@ def bench_outputs(
     if output is not None:
         console.log.info(f"results: {write_results(doc, output)}")
     if report is not None:
-        from ..report import write_report
+        from ..bench import write_report
 
         written = write_report(doc, report, command=command_line, grid=grid)
         console.log.info("report: " + ", ".join(str(p) for p in written.values()))
