@@ -520,3 +520,60 @@ def test_the_registry_architectures_accept_their_own_networks(tmp_path: Path) ->
     for arch, path in (("retinaface-resnet50", detector), ("arcface-ir-se50", parser)):
         problem = model_check.load_problem(arch, path)
         assert problem and problem.startswith(f"it does not load as {arch}"), problem
+
+
+def test_an_unreadable_input_fails_alone_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 2: one photo without read permission is that photo's failure (exit 3 in the batch's
+    summary), not a usage error that stops the batch. Tests run as root, where permission bits
+    do not stop a read, so the refusal is simulated where dhr opens files."""
+    from PIL import Image
+
+    from dhr_cli import files
+    from dhr_cli.synthetic.benchset import make_sample
+
+    ok, noread = tmp_path / "ok.png", tmp_path / "noread.png"
+    for p in (ok, noread):
+        Image.fromarray(make_sample(0, "occluded", 1).image).save(p)
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if str(path).endswith("noread.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", guarded)
+    argv = ["invert", str(ok), str(noread), "--pack", "synthetic", "--method", "encoder"]
+    assert main([*argv, "--json"]) == ExitCode.PARTIAL_FAILURE
+    doc = json.loads(capsys.readouterr().out)
+    assert [Path(r["input"]).name for r in doc["done"]] == ["ok.png"]
+    [failed] = doc["failed"]
+    assert failed["exit_code"] == 3 and "Permission denied" in failed["error"]
+    # alone, it is the command's error: exit 3 with one line
+    assert main(["invert", str(noread), "--pack", "synthetic", "--method", "encoder"]) == 3
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_an_unreadable_file_to_import_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from dhr_cli import files
+
+    fixtures = Path(__file__).parent / "fixtures" / "directions" / "ffhq"
+    ok = Path(shutil.copy(fixtures / "interfacegan_age.pt", tmp_path / "interfacegan_age.pt"))
+    noread = Path(shutil.copy(ok, tmp_path / "noread.pt"))
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if str(path).endswith("noread.pt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", guarded)
+    assert main(["models", "import", str(ok), str(noread)]) == ExitCode.PARTIAL_FAILURE
+    err = capsys.readouterr().err
+    assert "noread.pt" in err and "Usage:" not in err
+    assert hub.local_path("interfacegan-age") is not None  # the readable one was imported
