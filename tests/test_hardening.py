@@ -522,28 +522,34 @@ def test_the_registry_architectures_accept_their_own_networks(tmp_path: Path) ->
         assert problem and problem.startswith(f"it does not load as {arch}"), problem
 
 
+def refuse_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Opening a file called `name` fails as without read permission (tests run as root, where
+    permission bits do not stop a read), where dhr opens the files it reads."""
+    from dhr_cli import files
+
+    real_open = os.open
+
+    def guarded(path, flags, *args, **kwargs):
+        if Path(path).name == name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", guarded)
+
+
 def test_an_unreadable_input_fails_alone_with_exit_3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Item 2: one photo without read permission is that photo's failure (exit 3 in the batch's
-    summary), not a usage error that stops the batch. Tests run as root, where permission bits
-    do not stop a read, so the refusal is simulated where dhr opens files."""
+    summary), not a usage error that stops the batch."""
     from PIL import Image
 
-    from dhr_cli import files
     from dhr_cli.synthetic.benchset import make_sample
 
     ok, noread = tmp_path / "ok.png", tmp_path / "noread.png"
     for p in (ok, noread):
         Image.fromarray(make_sample(0, "occluded", 1).image).save(p)
-    real_open = os.open
-
-    def guarded(path, flags, *args, **kwargs):
-        if str(path).endswith("noread.png"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(files.os, "open", guarded)
+    refuse_reading(monkeypatch, "noread.png")
     argv = ["invert", str(ok), str(noread), "--pack", "synthetic", "--method", "encoder"]
     assert main([*argv, "--json"]) == ExitCode.PARTIAL_FAILURE
     doc = json.loads(capsys.readouterr().out)
@@ -560,19 +566,10 @@ def test_an_unreadable_file_to_import_fails_alone(
 ) -> None:
     import shutil
 
-    from dhr_cli import files
-
     fixtures = Path(__file__).parent / "fixtures" / "directions" / "ffhq"
     ok = Path(shutil.copy(fixtures / "interfacegan_age.pt", tmp_path / "interfacegan_age.pt"))
     noread = Path(shutil.copy(ok, tmp_path / "noread.pt"))
-    real_open = os.open
-
-    def guarded(path, flags, *args, **kwargs):
-        if str(path).endswith("noread.pt"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(files.os, "open", guarded)
+    refuse_reading(monkeypatch, "noread.pt")
     assert main(["models", "import", str(ok), str(noread)]) == ExitCode.PARTIAL_FAILURE
     err = capsys.readouterr().err
     assert "noread.pt" in err and "Usage:" not in err
