@@ -77,7 +77,9 @@ class Stages:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--coarse-steps", type=int, default=40)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--weight-steps", type=int, default=None, help="default: min(50, steps/2)")
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     pack = full_size_pack(0)
     pack.latent_stats()
-    print(f"stand-in pack built in {time.perf_counter() - t:.1f} s; peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"stand-in pack built in {time.perf_counter() - t:.1f} s; peak RSS {peak_rss_mb():.0f} MB"
+    )
     from PIL import Image
     from skimage import data
 
@@ -159,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     result.segmentation = seg
     result.times["encode"] = st.times["encode"]
     refine_s = marks["refine_end"] - marks["refine_start"]
-    st.times["refine: weights"] = marks.get("weights_end", marks["refine_start"]) - marks["refine_start"]
+    st.times["refine: weights"] = (
+        marks.get("weights_end", marks["refine_start"]) - marks["refine_start"]
+    )
     st.times["refine: feature"] = refine_s - st.times["refine: weights"]
     if st.count:
         st.flops["refine: weights"] = marks.get("weights_flops", 0)
@@ -182,23 +188,31 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_all
     Image.fromarray(image).save(out / "astronaut_smile.png")
 
-    print(f"\nastronaut {photo.width}x{photo.height}; face crop {aligned.size} px; "
-          f"coarse {args.coarse_steps}, refine {args.steps} ({weight_steps} weight) steps")
-    print(f"{'stage':<18}{'wall s':>9}{'GFLOP':>10}{'GFLOP/s':>10}{'of matmul':>11}"
-          f"{'peak RSS MB':>13}")
+    print(
+        f"\nastronaut {photo.width}x{photo.height}; face crop {aligned.size} px; "
+        f"coarse {args.coarse_steps}, refine {args.steps} ({weight_steps} weight) steps"
+    )
+    print(
+        f"{'stage':<18}{'wall s':>9}{'GFLOP':>10}{'GFLOP/s':>10}{'of matmul':>11}"
+        f"{'peak RSS MB':>13}"
+    )
     for name, sec in st.times.items():
         fl = st.flops.get(name)
         rss_at = f"{st.rss[name]:>13.0f}" if name in st.rss else f"{'-':>13}"
         if fl:
             rate = fl / 1e9 / max(sec, 1e-9)
-            print(f"{name:<18}{sec:>9.1f}{fl / 1e9:>10.0f}{rate:>10.1f}{rate / gflops:>10.0%}"
-                  + rss_at)
+            print(
+                f"{name:<18}{sec:>9.1f}{fl / 1e9:>10.0f}{rate:>10.1f}{rate / gflops:>10.0%}"
+                + rss_at
+            )
         else:
             print(f"{name:<18}{sec:>9.1f}{'-':>10}{'-':>10}{'-':>11}" + rss_at)
     print(f"{'total':<18}{total:>9.1f}")
     rss = peak_rss_mb()
-    print(f"peak RSS {rss:.0f} MB; project file {project_mb:.1f} MB; "
-          f"metrics {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}")
+    print(
+        f"peak RSS {rss:.0f} MB; project file {project_mb:.1f} MB; "
+        f"metrics {json.dumps({k: round(v, 4) for k, v in result.metrics.items()})}"
+    )
     record = {
         "total_s": round(total, 1),
         "stages_s": {k: round(v, 1) for k, v in st.times.items()},
@@ -228,8 +242,9 @@ def size_curve(pack, result, out: Path) -> list[dict]:
     raw_d, raw_f = ref.raw_deltas, ref.raw_feature
     g = pack.generator
     mask = result.mask
-    exact = to_uint8(render(g, ref.wplus, deltas=raw_d, feature=raw_f, layer=ref.layer,
-                            feature_mask=mask)).astype(np.int16)
+    exact = to_uint8(
+        render(g, ref.wplus, deltas=raw_d, feature=raw_f, layer=ref.layer, feature_mask=mask)
+    ).astype(np.int16)
     rows = []
     print("\nstorage (deltas / feature)          MB   p99.9   mean  max   [8-bit abs diff]")
     choices = [
@@ -244,13 +259,18 @@ def size_curve(pack, result, out: Path) -> list[dict]:
         cfg = dc_replace(RefineConfig(), delta_dtype=dd, delta_group=group, feature_storage=fs)
         d = storable_deltas(raw_d, cfg)
         f = storable_feature(raw_f, mask, cfg)
-        img = to_uint8(render(g, ref.wplus, deltas=d, feature=f, layer=ref.layer,
-                              feature_mask=mask)).astype(np.int16)
+        img = to_uint8(
+            render(g, ref.wplus, deltas=d, feature=f, layer=ref.layer, feature_mask=mask)
+        ).astype(np.int16)
         diff = np.abs(img - exact)
         p = Project(pack="ffhq")
         p.wplus, p.mask, p.feature, p.deltas = ref.wplus, mask, f, d
-        p.params["invert"] = {**ref.recipe().to_params(), "delta_dtype": dd,
-                              "delta_group": group, "feature_storage": fs}
+        p.params["invert"] = {
+            **ref.recipe().to_params(),
+            "delta_dtype": dd,
+            "delta_group": group,
+            "feature_storage": fs,
+        }
         path = p.save(out / "curve.dhr")
         q = Project.load(path)
         same = torch.equal(q.feature, f) and all(
@@ -266,8 +286,10 @@ def size_curve(pack, result, out: Path) -> list[dict]:
             "file_equals_memory": bool(same),
         }
         rows.append(row)
-        print(f"{row['deltas']:<10} {fs:<16}{row['mb']:>9.2f}{row['p999']:>8.1f}"
-              f"{row['mean']:>7.3f}{row['max']:>5}   file==memory {row['file_equals_memory']}")
+        print(
+            f"{row['deltas']:<10} {fs:<16}{row['mb']:>9.2f}{row['p999']:>8.1f}"
+            f"{row['mean']:>7.3f}{row['max']:>5}   file==memory {row['file_equals_memory']}"
+        )
     return rows
 
 

@@ -94,7 +94,6 @@ def run_demo(
     from .bench import grey_change, iou
     from .packs import apply_cpu_threads, load_pack
 
-
     out_dir = Path(out_dir)
     # 1. the photo, with its ground truth (true out-of-domain mask, true smile edit)
     sample = make_sample(

@@ -521,7 +521,8 @@ def _unpack(tensors: dict[str, torch.Tensor], storage: dict[str, Any]) -> dict[s
     out = {
         k: v
         for k, v in tensors.items()
-        if not k.startswith((DELTA_Q, DELTA_E)) and k not in (FEATURE_VALUES, FEATURE_WHERE, FEATURE_EXP, MASK_BITS)
+        if not k.startswith((DELTA_Q, DELTA_E))
+        and k not in (FEATURE_VALUES, FEATURE_WHERE, FEATURE_EXP, MASK_BITS)
     }
     d = storage.get("delta")
     if d:
@@ -539,7 +540,11 @@ def _unpack(tensors: dict[str, torch.Tensor], storage: dict[str, Any]) -> dict[s
             where = torch.ones(shape[-2:], dtype=torch.bool)
         if f.get("dtype") == "int8":
             values = dequantize(
-                tensors[FEATURE_VALUES], tensors[FEATURE_EXP], tuple(f["values"]), 8, int(f["group"])
+                tensors[FEATURE_VALUES],
+                tensors[FEATURE_EXP],
+                tuple(f["values"]),
+                8,
+                int(f["group"]),
             )
         else:
             values = tensors[FEATURE_VALUES].to(torch.float32)

@@ -265,8 +265,9 @@ def test_whole_run_document(whole: dict) -> None:
     assert 0 <= seg["iou_superpixels"] <= 1 and 0 <= seg["iou_parsing"] <= 1
     assert rec["reference"]["edit"]["mse"] > 0
     # the synthetic domain has no identities: ArcFace is not even asked for (issue 31)
-    assert "identity similarity not computed (the synthetic domain has no identities)" in (
-        whole["notices"]
+    assert (
+        "identity similarity not computed (the synthetic domain has no identities)"
+        in (whole["notices"])
     )
     assert sorted(whole["grid"]) == ["0", "1"]  # --grid 2
     g = whole["grid"]["0"]

@@ -9,8 +9,11 @@ from pathlib import Path
 
 def test_fixtures_match_their_recorded_sha256(fixtures_dir: Path) -> None:
     table = dict(
-        re.findall(r"^\| `([^`]+)` \|(?: [^|]+ \|)? ([0-9a-f]{64}) \|$",
-                   (fixtures_dir / "README.md").read_text(), flags=re.M)
+        re.findall(
+            r"^\| `([^`]+)` \|(?: [^|]+ \|)? ([0-9a-f]{64}) \|$",
+            (fixtures_dir / "README.md").read_text(),
+            flags=re.M,
+        )
     )
     on_disk = {
         p.relative_to(fixtures_dir).as_posix()

@@ -304,7 +304,6 @@ def test_invert_reuses_stored_and_imported_masks(
         Engine(pack, EngineOptions(method="dhr", steps=2, coarse_steps=2, tau=parse_tau("0.01"))),
         photo,
         output=tmp_path,
-
     )
     assert again["faces"][0]["mask_source"] == "computed"
     assert again["faces"][0]["in_domain_fraction"] < 0.5  # a tiny tau marks nearly all out

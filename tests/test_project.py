@@ -361,8 +361,13 @@ def test_format_1_0_files_are_still_read(photo: Path) -> None:
         "feature.f": torch.randn(1, 8, 16, 16, generator=g),
         "delta.convs.0.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=g).half(),
     }
-    meta = {"format": "dhr-project", "format_version": "1.0", "dhr_version": "0.9.0",
-            "pack": "ffhq", "params": json.dumps({"invert": {"method": "dhr", "layer": 11}})}
+    meta = {
+        "format": "dhr-project",
+        "format_version": "1.0",
+        "dhr_version": "0.9.0",
+        "pack": "ffhq",
+        "params": json.dumps({"invert": {"method": "dhr", "layer": 11}}),
+    }
     path = photo.parent / "old.dhr"
     save_file(tensors, str(path), metadata=meta)
     q = Project.load(path)

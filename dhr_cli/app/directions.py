@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 
-
 def load_direction_file(path: Path) -> tuple[Any, dict[str, str]]:
     """The tensor in a user direction file (.pt/.pth via weights-only torch.load, .npy without
     pickle, .safetensors) and its metadata ({} unless safetensors). A file holding several
@@ -154,6 +153,7 @@ class DirectionLibrary:
             k, a, b, _ = self.presets[name]
             return self.ganspace(GanspaceSpec(k, a, b, strength, preset=name))
         return LinearEdit(self.get(name), strength, rows)
+
     def resolve(
         self, request: EditRequest, overrides: dict[str, float] | None = None
     ) -> list[Edit]:

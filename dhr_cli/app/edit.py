@@ -66,10 +66,6 @@ __all__ = ["EditSession", "latest_project", "strip_image"]
 STRIP_MAX_HEIGHT = 512  # strip frames are reduced to at most this height
 
 
-
-
-
-
 def strip_image(frames: Sequence[np.ndarray], max_height: int = STRIP_MAX_HEIGHT) -> np.ndarray:
     """Frames side by side (each reduced to at most `max_height` rows, Lanczos)."""
     out = []
@@ -80,14 +76,6 @@ def strip_image(frames: Sequence[np.ndarray], max_height: int = STRIP_MAX_HEIGHT
             f = np.asarray(Image.fromarray(f).resize(size, Image.Resampling.LANCZOS))
         out.append(f)
     return np.concatenate(out, axis=1)
-
-
-
-
-
-
-
-
 
 
 @dataclass

@@ -398,7 +398,5 @@ def store_result(project: Project, result: FaceResult) -> None:
     project.wplus = ref.wplus.detach().to("cpu", torch.float32)
     if result.mask is not None:
         project.mask = result.mask
-    project.feature = (
-        None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
-    )
+    project.feature = None if ref.feature is None else ref.feature.detach().to("cpu", torch.float32)
     project.deltas = ref.deltas

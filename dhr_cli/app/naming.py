@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..faces.image_io import Photo
     from ..method.edits import Edit
 
+
 @dataclass
 class Outputs:
     project: Path

@@ -250,9 +250,7 @@ def mask_cmd(
         if not from_mask.is_file():
             raise not_found(from_mask, "mask file")
     shard_kn = shard_of(shard, shard_count)
-    faces = FaceOptions(
-        aligned=aligned, face=face, min_face=min_face, detector=detector, fast=fast
-    )
+    faces = FaceOptions(aligned=aligned, face=face, min_face=min_face, detector=detector, fast=fast)
     engine_options = dict(
         method="dhr",
         tau=parse_tau(tau),

@@ -209,9 +209,7 @@ def load_detector(
     if detector not in DETECTORS:
         raise UsageError(f"unknown detector {detector!r}", hint="use retinaface or mtcnn")
     if detector == "mtcnn":
-        paths = tuple(
-            weights_file(f"mtcnn-{n}", weights) for n in ("pnet", "rnet", "onet")
-        )
+        paths = tuple(weights_file(f"mtcnn-{n}", weights) for n in ("pnet", "rnet", "onet"))
         return mtcnn_detector(paths, device)
     name = "retinaface-mobilenet" if fast else "retinaface-resnet50"
     return retinaface_detector(weights_file(name, weights), fast, device)

@@ -188,7 +188,5 @@ def paste_faces(
         if where is None or (isinstance(where, AlignedFace) and where.identity):
             image = resize_rgb(crop, (photo.width, photo.height))
         else:
-            image = paste_back(
-                image, crop, where, align_size=align_size, blend_radius=blend_radius
-            )
+            image = paste_back(image, crop, where, align_size=align_size, blend_radius=blend_radius)
     return image

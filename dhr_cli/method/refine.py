@@ -228,7 +228,9 @@ def _work(
     return (None if res == generator.size else res), resize_image(target, res)
 
 
-def storable_deltas(deltas: dict[str, torch.Tensor], config: RefineConfig) -> dict[str, torch.Tensor]:
+def storable_deltas(
+    deltas: dict[str, torch.Tensor], config: RefineConfig
+) -> dict[str, torch.Tensor]:
     """The deltas as the project file stores them (`config.delta_dtype`)."""
     from ..nets.weight_delta import quantized_roundtrip
 

@@ -733,7 +733,11 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def prefix(
-        self, latent: torch.Tensor, layer: int, *, noise: Sequence[torch.Tensor | None] | None = None
+        self,
+        latent: torch.Tensor,
+        layer: int,
+        *,
+        noise: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_l, skip): the feature at block-output layer `layer` (odd) and the RGB skip image
         accumulated up to it, for `forward(..., resume=...)`."""

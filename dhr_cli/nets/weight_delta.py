@@ -111,9 +111,7 @@ def _qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def quantize(
-    t: torch.Tensor, bits: int, group: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(t: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes uint8 [ceil(n * bits / 8)], exponents int8 [n_groups]) of tensor `t`: every
     group of `group` values (flattened, zero-padded) as round(x / 2^e) with the smallest e
     such that |x| / 2^e <= 2^(bits-1) - 1."""

@@ -36,7 +36,10 @@ from typing import Any
 from ..errors import BadData, InputMissing, UsageError
 
 BUILTIN_DIR = Path(__file__).parent
-BUILTIN: dict[str, Path] = {"ffhq": BUILTIN_DIR / "ffhq.json", "synthetic": BUILTIN_DIR / "synthetic.json"}
+BUILTIN: dict[str, Path] = {
+    "ffhq": BUILTIN_DIR / "ffhq.json",
+    "synthetic": BUILTIN_DIR / "synthetic.json",
+}
 PACK_NAMES: tuple[str, ...] = tuple(BUILTIN)
 DEFAULT_PACK = "ffhq"
 MANIFEST = "pack.json"
@@ -212,7 +215,7 @@ def _file_ref(value: Any, folder: Path | None, where: str, src: Path | str) -> F
     if isinstance(value, str):
         value = {"path": value}
     if not isinstance(value, dict) or ("model" in value) == ("path" in value):
-        raise _bad(src, f"{where} must name a file (\"path\") or a registry model (\"model\")")
+        raise _bad(src, f'{where} must name a file ("path") or a registry model ("model")')
     fmt = str(value.get("format", "checkpoint"))
     if "model" in value:
         return FileRef(model=str(value["model"]), format=fmt)
@@ -233,7 +236,9 @@ def _scalar_settings(raw: dict[str, Any], src: Path | str) -> dict[str, Any]:
             if value is None and key in _OPTIONAL:
                 out[key] = None
             elif value not in _CHOICES[key]:
-                raise _bad(src, f"settings.{key} must be one of {list(_CHOICES[key])}, got {value!r}")
+                raise _bad(
+                    src, f"settings.{key} must be one of {list(_CHOICES[key])}, got {value!r}"
+                )
             else:
                 out[key] = str(value)
         elif key in _SCALARS:
@@ -241,8 +246,10 @@ def _scalar_settings(raw: dict[str, Any], src: Path | str) -> dict[str, Any]:
                 out[key] = None
                 continue
             kind = _SCALARS[key]
-            ok = isinstance(value, bool) if kind is bool else (
-                isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = (
+                isinstance(value, bool)
+                if kind is bool
+                else (isinstance(value, (int, float)) and not isinstance(value, bool))
             )
             if not ok or (kind is int and float(value) != int(value)):
                 raise _bad(src, f"settings.{key} must be {kind.__name__}, got {value!r}")
@@ -327,7 +334,9 @@ def settings_from_description(
         "domain_hint": str(data.get("domain_hint", "")),
     }
     if base is None:
-        required = [f.name for f in fields(PackSettings) if f.default is f.default_factory is MISSING]
+        required = [
+            f.name for f in fields(PackSettings) if f.default is f.default_factory is MISSING
+        ]
         missing = [n for n in required if n != "name" and n not in values]
         if missing:
             raise _bad(src, "settings missing: " + ", ".join(missing))
@@ -335,7 +344,9 @@ def settings_from_description(
     return replace(base, name=name, **values, **common, **text)
 
 
-def _ref_or_role(value: Any, files: dict[str, FileRef], folder: Path | None, where: str, src: Path | str) -> FileRef:
+def _ref_or_role(
+    value: Any, files: dict[str, FileRef], folder: Path | None, where: str, src: Path | str
+) -> FileRef:
     if isinstance(value, str) and value in files:
         return files[value]
     return _file_ref(value, folder, where, src)
@@ -345,7 +356,7 @@ def _direction(
     name: str, d: Any, files: dict[str, FileRef], folder: Path | None, src: Path | str
 ) -> DirectionInfo:
     if not isinstance(d, dict) or "file" not in d:
-        raise _bad(src, f"directions.{name} must be an object with a \"file\"")
+        raise _bad(src, f'directions.{name} must be an object with a "file"')
     shape = d.get("shape")
     info = DirectionInfo(
         name=name,

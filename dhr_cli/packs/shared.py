@@ -20,7 +20,6 @@ from .require import LPIPS_FILES
 __all__ = ["LPIPS_FILES", "detector_weights", "identity_encoder", "lpips"]
 
 
-
 def lpips(
     net: str = "vgg",
     *,
@@ -58,4 +57,3 @@ def detector_weights(
         return hub.fetch(name, models_dir=models_dir, offline=offline)
 
     return resolve
-

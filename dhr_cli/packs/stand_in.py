@@ -137,8 +137,12 @@ def write_random_pack(folder: Path | str, *, seed: int = 0, size: int = 64) -> P
     opts = {"encoder_type": "Encoder4Editing", "stylegan_size": size}
     torch.save({"state_dict": enc, "latent_avg": e.latent_avg, "opts": opts}, folder / "e4e.pt")
     parser = pack._modules["parser"]
-    config = {"num_classes": len(base.class_names), "width": 8, "input_size": size,
-              "class_names": list(base.class_names)}
+    config = {
+        "num_classes": len(base.class_names),
+        "width": 8,
+        "input_size": size,
+        "class_names": list(base.class_names),
+    }
     save_file(
         {k: v.contiguous() for k, v in parser.state_dict().items()},
         str(folder / "parser.safetensors"),

@@ -235,13 +235,21 @@ def test_feature_phase_resume_matches_the_full_forward(rpack, scene) -> None:
 
     target, mask, wplus = scene
     cfg = RefineConfig(steps=4, weight_steps=2, layer=LAYER)
-    a = refine("dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex,
-               config=cfg)
+    a = refine(
+        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
+    )
     orig = Generator.prefix
     try:  # a prefix that is never used: every step runs the whole generator
         Generator.prefix = lambda self, w, layer: None  # type: ignore[method-assign]
-        b = refine("dhr", rpack.generator, wplus, target, mask=mask,
-                   lpips_alex=rpack.lpips_alex, config=replace(cfg))
+        b = refine(
+            "dhr",
+            rpack.generator,
+            wplus,
+            target,
+            mask=mask,
+            lpips_alex=rpack.lpips_alex,
+            config=replace(cfg),
+        )
     finally:
         Generator.prefix = orig  # type: ignore[method-assign]
     assert torch.equal(a.feature, b.feature)

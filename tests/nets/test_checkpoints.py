@@ -72,7 +72,9 @@ def _check_tiny(gen, golden):
 
 
 def test_rosinality_1024_stand_in_through_load_generator(fixtures_dir, tmp_path):
-    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
+    layout = json.loads(
+        (fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text()
+    )
     state = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
     latent_avg = torch.randn(512)
     path = tmp_path / "stylegan2-ffhq-config-f.pt"

@@ -57,8 +57,12 @@ def test_e4e_golden(e4e_state, golden):
 @pytest.mark.slow
 def test_e4e_checkpoint_from_layout(fixtures_dir, e4e_state, golden, tmp_path):
     """A stand-in e4e release file (encoder + config-f 1024 decoder + latent_avg + opts)."""
-    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
-    decoder = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_1024"], "unit")
+    layout = json.loads(
+        (fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text()
+    )
+    decoder = _stand_in(fixtures_dir).stand_in_state_dict(
+        layout["rosinality_config_f_1024"], "unit"
+    )
     latent_avg = torch.randn(1, 512).repeat(18, 1)
     state = {f"encoder.{k}": v for k, v in e4e_state.items()}
     state.update({f"decoder.{k}": v for k, v in decoder.items()})

@@ -73,7 +73,9 @@ def test_tiny_golden_from_z_and_wplus(tiny):
 
 
 def test_256_golden(fixtures_dir):
-    layout = json.loads((fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text())
+    layout = json.loads(
+        (fixtures_dir / "reference" / "stylegan2_rosinality_layout.json").read_text()
+    )
     state = _stand_in(fixtures_dir).stand_in_state_dict(layout["rosinality_config_f_256"], "unit")
     data = load_file(str(fixtures_dir / "reference" / "stylegan2_256_golden.safetensors"))
     g = Generator(GeneratorConfig.config_f(256))
@@ -318,7 +320,11 @@ def test_small_generator_runs_batched_backward():
 
 
 def test_resume_at_the_feature_layer_equals_the_full_forward():
-    g = Generator(GeneratorConfig(size=64, style_dim=32, n_mlp=2, channels={r: 16 for r in (4, 8, 16, 32, 64)}))
+    g = Generator(
+        GeneratorConfig(
+            size=64, style_dim=32, n_mlp=2, channels={r: 16 for r in (4, 8, 16, 32, 64)}
+        )
+    )
     g.requires_grad_(False)
     w = g.as_wplus(g.mapping(torch.randn(1, 32, generator=torch.Generator().manual_seed(0))))
     mask = (torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)) > 0.5).float()
