@@ -67,6 +67,16 @@ from . import __version__
 from .errors import BadData, InputMissing, OutputError, not_found
 from .files import atomic_write, exclusive_lock, open_regular, sha256_file
 from .method.recipe import RenderRecipe
+from .storage import (
+    CROP_TO_PHOTO,
+    DELTA_PREFIX,
+    FEATURE,
+    MASK,
+    QUAD,
+    WPLUS,
+    pack_tensors,
+    unpack_tensors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -75,18 +85,9 @@ FORMAT = "dhr-project"
 FORMAT_VERSION = "1.1"
 SUFFIX = ".dhr"
 
-WPLUS = "latent.wplus"
-MASK = "mask.in_domain"
-FEATURE = "feature.f"
-DELTA_PREFIX = "delta."
-QUAD = "align.quad"
-CROP_TO_PHOTO = "align.crop_to_photo"
 
 _JSON_KEYS = ("models", "source", "params", "history")
 _KNOWN_KEYS = {"format", "format_version", "dhr_version", "pack", "storage", *_JSON_KEYS}
-DELTA_Q, DELTA_E = "deltaq.", "deltae."
-FEATURE_VALUES, FEATURE_WHERE, FEATURE_EXP = "featureq.values", "featureq.where", "featureq.exp"
-MASK_BITS = "maskq.bits"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
 
@@ -379,7 +380,7 @@ class Project:
         self.validate()
         tensors: dict[str, torch.Tensor] = {}
         seen: set[int] = set()
-        packed, storage = self._packed()
+        packed, storage = pack_tensors(self.tensors, self.params.get("invert") or {})
         for name, t in packed.items():
             t = t.detach().to("cpu").contiguous()
             ptr = t.untyped_storage().data_ptr()
@@ -397,61 +398,6 @@ class Project:
         self.format_version = FORMAT_VERSION
         return path
 
-    def _packed(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The tensors as the file holds them (compact storage as the invert params say) and
-        the ``storage`` metadata describing it."""
-        import numpy as np
-        import torch
-        import torch.nn.functional as F
-
-        from .nets.weight_delta import quantize
-
-        inv = self.params.get("invert") or {}
-        out: dict[str, torch.Tensor] = {}
-        storage: dict[str, Any] = {}
-        bits = {"int4": 4, "int8": 8}.get(str(inv.get("delta_dtype")))
-        group = int(inv.get("delta_group") or 64)
-        fstore = str(inv.get("feature_storage") or "float32")
-        mask = self.tensors.get(MASK)
-        shapes: dict[str, list[int]] = {}
-        for name, t in self.tensors.items():
-            if bits and name.startswith(DELTA_PREFIX):
-                key = name[len(DELTA_PREFIX) :]
-                out[DELTA_Q + key], out[DELTA_E + key] = quantize(t, bits, group)
-                shapes[key] = list(t.shape)
-            elif name == FEATURE and fstore != "float32" and t.ndim == 4:
-                f = t.detach().to("cpu", torch.float32)
-                masked = fstore.endswith("-masked") and mask is not None
-                if masked:
-                    m = F.adaptive_avg_pool2d(mask.to("cpu", torch.float32), f.shape[-2:])[0, 0]
-                    where = m < 1
-                    out[FEATURE_WHERE] = where.to(torch.uint8)
-                else:
-                    where = torch.ones(f.shape[-2:], dtype=torch.bool)
-                values = f[0][:, where]
-                info: dict[str, Any] = {"masked": masked, "shape": list(f.shape)}
-                if fstore.startswith("int8"):
-                    out[FEATURE_VALUES], out[FEATURE_EXP] = quantize(values, 8, group)
-                    info.update(dtype="int8", group=group, values=list(values.shape))
-                else:
-                    out[FEATURE_VALUES] = values.to(torch.float16)
-                    info.update(dtype="float16")
-                storage["feature"] = info
-            elif (
-                name == MASK
-                and t.ndim == 4
-                and t.shape[-1] % 8 == 0
-                and bool(((t == 0) | (t == 1)).all())
-            ):
-                bits_np = np.packbits(t.detach().to("cpu").numpy() > 0.5, axis=-1)
-                out[MASK_BITS] = torch.from_numpy(bits_np)
-                storage["mask"] = {"packed": True, "shape": list(t.shape)}
-            else:
-                out[name] = t
-        if shapes:
-            storage["delta"] = {"bits": bits, "group": group, "shapes": shapes}
-        return out, storage
-
     @classmethod
     def load(cls, path: Path | str) -> Project:
         """Read and validate a project file (InputMissing, or BadData saying what is wrong)."""
@@ -467,7 +413,7 @@ class Project:
         except Exception as e:  # noqa: BLE001 - any parser failure means a corrupt file
             raise BadData(f"{path}: corrupt project file ({e})") from e
         try:
-            tensors = _unpack(tensors, json.loads(meta.get("storage") or "{}"))
+            tensors = unpack_tensors(tensors, json.loads(meta.get("storage") or "{}"))
         except (TypeError, KeyError, ValueError, RuntimeError) as e:
             raise BadData(f"{path}: corrupt compact storage ({e})") from e
         fields: dict[str, Any] = {}
@@ -506,59 +452,6 @@ class Project:
         except BadData as e:
             raise BadData(f"{path}: {e.message}", hint=e.hint) from None
         return project
-
-
-def _unpack(tensors: dict[str, torch.Tensor], storage: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """A file's tensors with compact storage (format 1.1) turned back into the float tensors of
-    the format 1.0 layout; other tensors as they are."""
-    if not storage:
-        return tensors
-    import numpy as np
-    import torch
-
-    from .nets.weight_delta import dequantize
-
-    out = {
-        k: v
-        for k, v in tensors.items()
-        if not k.startswith((DELTA_Q, DELTA_E))
-        and k not in (FEATURE_VALUES, FEATURE_WHERE, FEATURE_EXP, MASK_BITS)
-    }
-    d = storage.get("delta")
-    if d:
-        bits, group = int(d["bits"]), int(d["group"])
-        for key, shape in d["shapes"].items():
-            out[DELTA_PREFIX + key] = dequantize(
-                tensors[DELTA_Q + key], tensors[DELTA_E + key], tuple(shape), bits, group
-            )
-    f = storage.get("feature")
-    if f:
-        shape = tuple(int(x) for x in f["shape"])
-        if f.get("masked"):
-            where = tensors[FEATURE_WHERE].to(torch.bool)
-        else:
-            where = torch.ones(shape[-2:], dtype=torch.bool)
-        if f.get("dtype") == "int8":
-            values = dequantize(
-                tensors[FEATURE_VALUES],
-                tensors[FEATURE_EXP],
-                tuple(f["values"]),
-                8,
-                int(f["group"]),
-            )
-        else:
-            values = tensors[FEATURE_VALUES].to(torch.float32)
-        feat = torch.zeros(shape, dtype=torch.float32)
-        feat[0][:, where] = values
-        out[FEATURE] = feat
-    elif FEATURE in out and out[FEATURE].dtype == torch.float16:
-        out[FEATURE] = out[FEATURE].to(torch.float32)
-    m = storage.get("mask")
-    if m and m.get("packed"):
-        shape = tuple(int(x) for x in m["shape"])
-        bits_np = np.unpackbits(tensors[MASK_BITS].numpy(), axis=-1)[..., : shape[-1]]
-        out[MASK] = torch.from_numpy(bits_np.astype(np.float32)).reshape(shape)
-    return out
 
 
 def _read(path: Path, *, body: bool = True) -> tuple[bytes, int]:
