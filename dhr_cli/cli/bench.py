@@ -102,6 +102,16 @@ def bench_command_line(
     return " ".join(parts)
 
 
+def path_opt(*flags: str, help: str) -> Any:  # noqa: A002 - typer's own word
+    """An optional file or folder of the report panel (never `-`: dhr writes files)."""
+    return Annotated[
+        Path | None,
+        typer.Option(
+            *flags, callback=not_stdout, help=help, rich_help_panel=REPORT, show_default=False
+        ),
+    ]
+
+
 def step_opt(name: str, what: str) -> Any:
     return Annotated[
         int | None,
@@ -190,29 +200,16 @@ def bench_cmd(
             rich_help_panel=BENCH,
         ),
     ] = True,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            callback=not_stdout,
-            help="Write the results JSON here (with grid thumbnails: what `dhr bench merge` "
-            "reads).",
-            rich_help_panel=REPORT,
-            show_default=False,
-        ),
-    ] = None,
-    report: Annotated[
-        Path | None,
-        typer.Option(
-            "--report",
-            callback=not_stdout,
-            help="Folder for report.md, chart.png, grid.png and results.json (default "
-            "dhr-bench; shards write none unless given).",
-            rich_help_panel=REPORT,
-            show_default=False,
-        ),
-    ] = None,
+    output: path_opt(
+        "--output",
+        "-o",
+        help="Write the results JSON here (with grid thumbnails: what `dhr bench merge` reads).",
+    ) = None,
+    report: path_opt(
+        "--report",
+        help="Folder for report.md, chart.png, grid.png and results.json (default "
+        "dhr-bench; shards write none unless given).",
+    ) = None,
     no_report: Annotated[
         bool,
         typer.Option("--no-report", help="Write no report folder.", rich_help_panel=REPORT),
@@ -327,27 +324,10 @@ def bench_merge_cmd(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            callback=not_stdout,
-            help="Write the merged results JSON here.",
-            rich_help_panel=REPORT,
-            show_default=False,
-        ),
-    ] = None,
-    report: Annotated[
-        Path | None,
-        typer.Option(
-            "--report",
-            callback=not_stdout,
-            help="Folder for report.md, chart.png, grid.png and results.json.",
-            rich_help_panel=REPORT,
-            show_default=False,
-        ),
-    ] = None,
+    output: path_opt("--output", "-o", help="Write the merged results JSON here.") = None,
+    report: path_opt(
+        "--report", help="Folder for report.md, chart.png, grid.png and results.json."
+    ) = None,
     grid: GridOpt = 6,
     partial: Annotated[
         bool,
