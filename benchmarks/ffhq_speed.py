@@ -121,25 +121,28 @@ def main(argv: list[str] | None = None) -> int:
 
     @contextmanager
     def progress(label: str, total: int, key: str | None, *_more):
+        """The engine's stages (segment, refine) timed as `dhr invert` runs them."""
+        name = "segment" if label == "segment" else "refine"
+
         def cb(step: int, value) -> None:
-            if label.startswith("refine") and step == weight_steps - 1:
+            if name == "refine" and step == weight_steps - 1:
                 marks["weights_end"] = time.perf_counter()
                 st.rss["refine: weights"] = peak_rss_mb()
                 if mode is not None:
                     marks["weights_flops"] = mode.get_total_flops()
 
         mode = None
-        if label.startswith("refine") and st.count:
+        if st.count:
             from torch.utils.flop_counter import FlopCounterMode
 
             mode = FlopCounterMode(display=False)
-        marks["refine_start"] = time.perf_counter()
+        marks[f"{name}_start"] = time.perf_counter()
         with mode or nullcontext():
             yield cb
-        marks["refine_end"] = time.perf_counter()
-        st.rss["refine: feature"] = peak_rss_mb()
+        marks[f"{name}_end"] = time.perf_counter()
+        st.rss["segment" if name == "segment" else "refine: feature"] = peak_rss_mb()
         if mode is not None:
-            marks["refine_flops"] = mode.get_total_flops()
+            marks[f"{name}_flops"] = mode.get_total_flops()
 
     engine = Engine(pack, opts, progress=progress)
     if args.curve:  # keep the float32 result the storage error is measured against
@@ -152,25 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     with st.stage("detect"):
         faces = engine.align(photo)
     aligned = faces[0]
-    crop = engine.crop_tensor(aligned)
-    with st.stage("encode"):
-        engine.embed(crop)
-    with st.stage("segment"):
-        seg = engine.segment(crop, aligned.image)
-    result = None
     t = time.perf_counter()
-    result = engine.invert_face(aligned, mask=seg.mask, mask_source="computed")
-    result.segmentation = seg
-    result.times["encode"] = st.times["encode"]
+    # as `dhr invert` runs it: encode, segment, refine, then the reconstruction
+    result = engine.invert_face(aligned)
+    face_s = time.perf_counter() - t
+    st.times["encode"] = result.times["encode"]
+    st.times["segment"] = marks["segment_end"] - marks["segment_start"]
     refine_s = marks["refine_end"] - marks["refine_start"]
     st.times["refine: weights"] = (
         marks.get("weights_end", marks["refine_start"]) - marks["refine_start"]
     )
     st.times["refine: feature"] = refine_s - st.times["refine: weights"]
     if st.count:
+        st.flops["segment"] = marks["segment_flops"]
         st.flops["refine: weights"] = marks.get("weights_flops", 0)
         st.flops["refine: feature"] = marks.get("refine_flops", 0) - st.flops["refine: weights"]
-    rest = time.perf_counter() - t - refine_s  # the second encode and the reconstruction
+    # the rest of invert_face: the reconstruction render and its metrics
+    rest = face_s - st.times["encode"] - st.times["segment"] - refine_s
     with st.stage("render + save"):
         project = build_project(engine, photo_path, result)
         path = project.save(out / "astronaut.png.dhr")
@@ -226,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.curve:
         record["curve"] = size_curve(pack, result, out)
+        ref = result.refinement  # the float32 result, for storage experiments
+        torch.save(
+            {
+                "wplus": ref.wplus,
+                "deltas": ref.raw_deltas,
+                "feature": ref.raw_feature,
+                "layer": ref.layer,
+                "mask": result.mask,
+            },
+            out / "refinement_float32.pt",
+        )
     print(json.dumps(record))
     return 0
 

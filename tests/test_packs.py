@@ -131,3 +131,34 @@ def test_the_synthetic_pack_refuses_a_real_photo(tmp_path: Path, capsys) -> None
     assert "takes 64 x 64 renders of its own domain, got 512 x 512" in err
     assert "--pack ffhq" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.png"]
+
+
+def test_release_drops_only_what_can_be_built_again(tiny: Path) -> None:
+    # Pack.release frees an idle network (the engine drops e4e during refinement on CPU):
+    # file-backed and builder-made networks come back on next use, ready-made ones stay
+    from dhr_cli.packs.pack import Pack
+
+    settings = pack_settings(str(tiny))
+    from_files = Pack(settings)
+    first = from_files.encoder
+    assert from_files.release("encoder")
+    again = from_files.encoder
+    assert again is not first
+    for a, b in zip(first.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not from_files.release("lpips_alex")  # not a pack file: nothing to rebuild from
+    assert not from_files.release("nothing")
+
+    built: list[int] = []
+
+    def build() -> torch.nn.Module:
+        built.append(1)
+        return torch.nn.Linear(1, 1)
+
+    given = torch.nn.Linear(2, 2)
+    pack = Pack(settings, modules={"parser": given}, builders={"encoder": build})
+    assert isinstance(pack.encoder, torch.nn.Linear)
+    assert pack.release("encoder") and not pack.release("encoder")
+    assert isinstance(pack.encoder, torch.nn.Linear)
+    assert len(built) == 2
+    assert not pack.release("parser") and pack.parser is given

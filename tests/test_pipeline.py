@@ -288,6 +288,30 @@ def test_project_contents_per_method(pack, photo: Path, tmp_path: Path, method: 
     np.testing.assert_array_equal(img, to_uint8(render_stored(pack.generator, p)))
 
 
+@pytest.mark.parametrize("method", ["encoder", "dhr"])
+def test_the_encoder_is_released_while_refining_on_cpu(pack, photo: Path, method: str) -> None:
+    # e4e is idle through segmentation and refinement, the RSS peak: a method that refines
+    # drops it after embedding (and gets it back for the next face); the encoder alone keeps it
+    from dhr_cli.faces import load_image
+    from dhr_cli.packs.pack import Pack
+
+    built: list[int] = []
+
+    def build():
+        built.append(1)
+        return pack.encoder
+
+    mods = {k: v for k, v in pack._modules.items() if k != "encoder"}
+    own = Pack(pack.settings, modules=mods, builders={"encoder": build})
+    engine = Engine(own, EngineOptions(method=method, **FAST))
+    aligned = engine.align(load_image(photo))[0]
+    first = engine.invert_face(aligned)
+    assert ("encoder" in own._modules) == (method == "encoder")
+    second = engine.invert_face(aligned)
+    assert len(built) == (1 if method == "encoder" else 2)
+    torch.testing.assert_close(first.encoder_wplus, second.encoder_wplus, rtol=0, atol=0)
+
+
 def test_invert_reuses_stored_and_imported_masks(
     pack, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

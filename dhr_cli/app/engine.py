@@ -24,6 +24,7 @@ import torch
 from .. import console
 from ..errors import BadData, ParameterError
 from ..faces import AlignedFace, Photo, align, align_photo, identity_alignment, load_image
+from ..memory import return_free_memory
 from ..method.projector import ProjectorConfig
 from ..method.refine import RefineConfig, Refinement, refine
 from ..method.render import render, to_uint8
@@ -325,6 +326,10 @@ class Engine:
         times["encode"] = time.perf_counter() - t0
         seg = None
         method = self.options.method
+        if method != "encoder" and torch.device(self.pack.device).type == "cpu":
+            # e4e's 1.1 GB would sit idle in RAM through segmentation and refinement, where
+            # the peak is; it is read again for the next face (seconds against minutes)
+            self.pack.release("encoder")
         if method == "dhr" and mask is None:
             t = time.perf_counter()
             with self.stage("segment", self.segment_config().projector.steps, "lpips") as cb:
@@ -332,6 +337,7 @@ class Engine:
             mask = seg.mask
             mask_source = "computed"
             times["segment"] = time.perf_counter() - t
+            return_free_memory()  # the 1024-px loss maps' temporaries, before refinement's peak
         t = time.perf_counter()
         cfg = self.refine_config()
         pivot = cfg.pivot_steps if cfg.pivot == "w" else 0

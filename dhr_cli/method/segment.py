@@ -228,12 +228,9 @@ def full_size_maps(
 ) -> list[torch.Tensor]:
     """The released loss maps: the coarse latent rendered at the generator's full size (the
     projection's noise maps where it optimised them, the stored ones above its working size)
-    against the full-size crop, LPIPS-VGG per stage."""
-    from .losses import TargetLPIPS
-
+    against the full-size crop, LPIPS-VGG per stage (streamed: 1024-px VGG features are large)."""
     img = generator(coarse.w, noise=coarse.noises)
-    goal = TargetLPIPS(lpips_vgg, image, None)
-    return [m.detach() for m in goal.maps(img)]
+    return lpips_vgg.spatial_maps_streamed(img, image)
 
 
 def segment(

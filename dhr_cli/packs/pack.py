@@ -21,6 +21,7 @@ from torch import nn
 from .. import hub
 from ..errors import BadData
 from ..files import sha256_file
+from ..memory import return_free_memory
 from ..nets.checkpoints import load_encoder, load_generator, read_tensor_file
 from ..nets.parsing import load_parser
 from ..synthetic import measure
@@ -60,13 +61,18 @@ class Pack:
         models_dir: Path | None = None,
         offline: bool | None = None,
         modules: dict[str, Any] | None = None,
+        builders: dict[str, Callable[[], Any]] | None = None,
     ) -> None:
+        """`modules`: networks given ready-made (kept for the pack's life); `builders`: how to
+        build a network instead of loading its file (stand-in packs)."""
         self.settings = settings
         self.name = settings.label
         self.device = device
         self.models_dir = models_dir
         self.offline = offline
         self._modules: dict[str, Any] = dict(modules or {})
+        self._builders: dict[str, Callable[[], Any]] = dict(builders or {})
+        self._given = frozenset(self._modules)
         self._paths: dict[str, Path] = {}  # file label -> local path
         self._read: dict[str, Any] = {}  # file label -> contents (directions, PCA)
         self._lock = threading.Lock()
@@ -171,12 +177,27 @@ class Pack:
     def _get(self, key: str, build: Callable[[], Any]) -> Any:
         with self._lock:
             if key not in self._modules:
-                module = build()
+                module = self._builders.get(key, build)()
                 if hasattr(module, "requires_grad_"):
                     module.requires_grad_(False)
                     module.eval()
                 self._modules[key] = module
             return self._modules[key]
+
+    def release(self, key: str) -> bool:
+        """Drop a loaded network that can be built again (from its file or its builder) to
+        free its memory; the next use loads it anew. Networks given ready-made stay.
+        Returns whether it was dropped."""
+        with self._lock:
+            rebuildable = key not in self._given and (
+                key in self._builders or key in self.settings.files
+            )
+            if key in self._modules and rebuildable:
+                del self._modules[key]
+            else:
+                return False
+        return_free_memory()
+        return True
 
     def _network(self, role: str) -> nn.Module:
         ref = self.settings.files[role]

