@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{name:<18}{sec:>9.1f}{'-':>10}{'-':>10}{'-':>11}" + rss_at)
     print(f"{'total':<18}{total:>9.1f}")
+    floor = None
+    if st.count:  # the counted FLOPs at this machine's matmul rate: no kernel beats this
+        floor = sum(st.flops.values()) / 1e9 / gflops
+        print(f"{'FLOPs at matmul':<18}{floor:>9.1f}   (the floor at full efficiency)")
     rss = peak_rss_mb()
     print(
         f"peak RSS {rss:.0f} MB; project file {project_mb:.1f} MB; "
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(rss),
         "project_mb": round(project_mb, 2),
         "matmul_gflops": round(gflops, 1),
+        "flops_floor_s": None if floor is None else round(floor, 1),
         "coarse_steps": args.coarse_steps,
         "steps": args.steps,
         "weight_steps": weight_steps,

@@ -17,7 +17,7 @@ name                       shape / dtype       meaning
 ``align.crop_to_photo``    [3, 3] float64      homography: aligned crop -> photo pixels
 =========================  ==================  =======================================
 
-Compact storage (format 1.1; in memory, and to every reader, the tensors above are floats):
+Compact storage (format 2.0; in memory, and to every reader, the tensors above are floats):
 the ``invert`` step's params choose it. ``delta_dtype`` "int4"/"int8": each ``delta.<name>`` is
 written as ``deltaq.<name>`` (signed integers, 4-bit ones two to a byte) and ``deltae.<name>``
 (one int8 power-of-two exponent per ``delta_group`` values; `nets.weight_delta.quantize`).
@@ -27,8 +27,9 @@ average-pooled to the feature's size is below 1 (the only ones Eq. 4 reads; all 
 unmasked), with ``featureq.where`` [h, w] uint8, in float16 or as int8 codes with
 ``featureq.exp`` (power-of-two scales per ``delta_group`` values of a channel's row). A binary mask is written as ``maskq.bits`` (`numpy.packbits` along
 the rows). The shapes are in the ``storage`` metadata entry. The refinement hands out values
-already on this grid, so a file renders exactly like the result it was saved from. Format 1.0
-files (float tensors only) are read as before.
+already on this grid, so a file renders exactly like the result it was saved from. Files
+without compact storage are written as format 1.0 (float tensors only; what dhr 0.1.0 reads);
+1.x files, including the development builds' compact 1.1, are read as before.
 
 ``__metadata__`` (all values are strings; structured ones are JSON):
 ``format`` = "dhr-project", ``format_version`` = "MAJOR.MINOR", ``dhr_version``, ``pack``,
@@ -82,7 +83,10 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "dhr-project"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "2.0"  # the newest format this dhr reads and writes
+# files without compact storage are written as 1.0, which dhr 0.1.0 reads too; compact ones
+# as 2.0, which it refuses ("upgrade dhr") instead of rendering without the deltas it can't see
+PLAIN_FORMAT_VERSION = "1.0"
 SUFFIX = ".dhr"
 
 
@@ -391,11 +395,13 @@ class Project:
         meta = self.metadata()
         if storage:
             meta["storage"] = json.dumps(storage, sort_keys=True)
+        else:
+            meta["format_version"] = PLAIN_FORMAT_VERSION
         data = save(tensors, metadata=meta)
         with atomic_write(path) as f:
             _write_all(f, data)
         self.dhr_version = __version__
-        self.format_version = FORMAT_VERSION
+        self.format_version = meta["format_version"]
         return path
 
     @classmethod
@@ -563,6 +569,7 @@ __all__ = [
     "FEATURE",
     "FORMAT",
     "FORMAT_VERSION",
+    "PLAIN_FORMAT_VERSION",
     "MASK",
     "Project",
     "QUAD",

@@ -1,4 +1,4 @@
-"""Compact storage of a project's tensors (format 1.1): what `Project.save` writes for the
+"""Compact storage of a project's tensors (format 2.0): what `Project.save` writes for the
 float W+ deltas, feature and mask, and how `Project.load` turns it back. In memory, and to every
 reader, the tensors stay the float ones of the format 1.0 layout (see `dhr_cli.project`).
 
@@ -92,7 +92,7 @@ def pack_tensors(
 def unpack_tensors(
     tensors: dict[str, torch.Tensor], storage: dict[str, Any]
 ) -> dict[str, torch.Tensor]:
-    """A file's tensors with compact storage (format 1.1) turned back into the float tensors of
+    """A file's tensors with compact storage (format 2.0, or 1.1 from development builds) turned back into the float tensors of
     the format 1.0 layout; other tensors as they are."""
     if not storage:
         return tensors

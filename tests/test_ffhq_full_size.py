@@ -60,7 +60,7 @@ def test_invert_and_edit_at_1024(full_pack, tmp_path: Path, monkeypatch) -> None
     assert p.deltas and all(tuple(v.shape) == tuple(params[k].shape) for k, v in p.deltas.items())
     assert p.params["invert"]["mse_weighting"] == "released"
     assert p.params["mask"]["maps"] == "full"
-    assert p.format_version == "1.1"
+    assert p.format_version == "2.0"
 
     out = tmp_path / "smile.png"
     assert main(["edit", str(photo), "--smile", "1", "-o", str(out), *common]) == 0

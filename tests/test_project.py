@@ -74,6 +74,7 @@ def test_round_trip_every_field(photo: Path) -> None:
     }
     assert [s.step for s in q.history] == ["invert", "mask", "invert"]
     assert q.history == p.history
+    # its binary mask is stored bit-packed: format 2.0
     assert q.dhr_version == __version__ and q.format_version == project.FORMAT_VERSION
     assert q.extra == {"note": "kept"}
     q.check_source(photo)
@@ -158,13 +159,15 @@ def rewrite_meta(src: Path, dst: Path, **changes: str | None) -> None:
 def test_newer_major_version_refused_newer_minor_read(photo: Path, tmp_path: Path) -> None:
     src = full_project(photo).save(tmp_path / "a.dhr")
     newer = tmp_path / "newer.dhr"
-    rewrite_meta(src, newer, format_version="2.0", dhr_version="9.0.0")
+    rewrite_meta(src, newer, format_version="3.0", dhr_version="9.0.0")
     with pytest.raises(BadData, match="newer dhr") as exc:
         Project.load(newer)
     assert "upgrade dhr" in str(exc.value) and exc.value.exit_code == 4
     minor = tmp_path / "minor.dhr"
     rewrite_meta(src, minor, format_version="1.7")
     assert Project.load(minor).format_version == "1.7"
+    rewrite_meta(src, minor, format_version="2.3")
+    assert Project.load(minor).format_version == "2.3"
     garbled = tmp_path / "garbled.dhr"
     rewrite_meta(src, garbled, format_version="one")
     expect_bad(garbled, "format version")
@@ -291,7 +294,7 @@ def test_missing_photo_is_input_missing(tmp_path: Path) -> None:
         Project.for_photo(tmp_path / "missing.jpg")
 
 
-# ------------------------------------------------------------ compact storage (format 1.1)
+# ------------------------------------------------------------ compact storage (format 2.0)
 
 
 @pytest.mark.parametrize(
@@ -317,7 +320,10 @@ def test_compact_storage_reproduces_the_refinement_exactly(
     p.feature = storable_feature(torch.randn(1, 32, 16, 16, generator=g) * 5, mask, cfg)
     p.record_step("invert", {"method": "dhr", "feature_mask": "in_domain", **cfg.params()})
     q = Project.load(p.save())
-    assert q.format_version == project.FORMAT_VERSION == "1.1"
+    assert q.format_version == project.FORMAT_VERSION == "2.0"  # dhr 0.1.0 refuses it
+    # a file of float tensors only stays format 1.0, which dhr 0.1.0 reads too
+    plain = Project(tensors={project.WPLUS: torch.zeros(1, 18, 512)})
+    assert Project.load(plain.save(photo.parent / "plain.dhr")).format_version == "1.0"
     assert torch.equal(q.mask, mask) and q.mask.dtype == torch.float32
     assert torch.equal(q.feature, p.feature) and q.feature.dtype == torch.float32
     assert q.deltas.keys() == raw.keys()

@@ -37,7 +37,7 @@ thresholds and step sizes were calibrated with it) is the mask-weighted mean ove
 channels, the ordinary MSE for m = 1.
 
 Storage: `delta_dtype` "int4"/"int8" and `feature_storage` "float16"/"int8"(-masked) give the
-refinement's result on the grid the project file stores (`project.py`, format 1.1): the deltas
+refinement's result on the grid the project file stores (`project.py`, format 2.0): the deltas
 quantised in groups of `delta_group` with power-of-two scales, the feature in float16 or int8
 (the same grouping) and, when masked, zero where the pooled in-domain mask is 1 (Eq. 4 never
 reads it there). The result is
