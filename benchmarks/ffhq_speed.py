@@ -8,10 +8,11 @@ step counts (40 coarse steps, 100 refinement steps of which 50 tune the weights)
 Prints the wall time of each stage (detect + align, encode, segment, refine's weight phase,
 refine's feature phase, render + save the project, edit, paste), this machine's float32 matmul
 GFLOP/s and each stage's achieved fraction of it (FLOPs counted by torch's FlopCounterMode:
-convolutions and matmuls), the peak RSS, the project file's size, and with --curve the project
-size versus render error of the storage choices; the last line is one JSON object.
+convolutions and matmuls; in the loops one step, times the number of steps), the FLOPs' time
+at the matmul rate (the floor), the peak RSS, the project file's size, and with --curve the
+project size versus render error of the storage choices; the last line is one JSON object.
 
-    python benchmarks/ffhq_speed.py                         # released defaults (~8 min, 2 cores)
+    python benchmarks/ffhq_speed.py --curve                 # released defaults (~23 min, 2 cores)
     python benchmarks/ffhq_speed.py --coarse-steps 4 --steps 6 --weight-steps 3 --curve
 """
 
@@ -118,31 +119,66 @@ def main(argv: list[str] | None = None) -> int:
     )
     st = Stages(not args.no_flops)
     marks: dict[str, float] = {}
+    sampled: dict[str, int] = {}  # FLOPs of one step of each loop, and of what follows it
+
+    class Sample:
+        """FLOPs of chosen steps only: a counting mode held over the whole refinement keeps
+        memory alive (peak RSS 5.2 GB instead of 3.8 GB at the released step counts), and
+        every step of a loop costs the same FLOPs."""
+
+        def __init__(self) -> None:
+            self.mode = None
+
+        def start(self) -> None:
+            if st.count and self.mode is None:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                self.mode = FlopCounterMode(display=False)
+                self.mode.__enter__()
+
+        def stop(self, key: str | None) -> None:
+            """Stop counting; keep the count under `key` (None: discard it)."""
+            if self.mode is not None:
+                self.mode.__exit__(None, None, None)
+                if key is not None:
+                    sampled[key] = sampled.get(key, 0) + self.mode.get_total_flops()
+                self.mode = None
 
     @contextmanager
     def progress(label: str, total: int, key: str | None, *_more):
         """The engine's stages (segment, refine) timed as `dhr invert` runs them."""
         name = "segment" if label == "segment" else "refine"
+        sample = Sample()
 
         def cb(step: int, value) -> None:
-            if name == "refine" and step == weight_steps - 1:
+            # the second step of each loop is counted (the first carries the loop's set-up,
+            # the first feature step the constant prefix)
+            if name == "segment":
+                if step == 1:
+                    sample.stop("segment: step")
+                if step == 0:
+                    sample.stop(None)
+                    sample.start()
+                if step == args.coarse_steps - 1:
+                    sample.start()  # then the full-size loss maps and the parser
+                return
+            if step == 1 and weight_steps >= 2:
+                sample.stop("refine: weight step")
+            if step == weight_steps + 1:
+                sample.stop("refine: feature step")
+            if step in (0, weight_steps):
+                sample.stop(None)
+                sample.start()
+            if step == weight_steps - 1:
                 marks["weights_end"] = time.perf_counter()
                 st.rss["refine: weights"] = peak_rss_mb()
-                if mode is not None:
-                    marks["weights_flops"] = mode.get_total_flops()
 
-        mode = None
-        if st.count:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            mode = FlopCounterMode(display=False)
         marks[f"{name}_start"] = time.perf_counter()
-        with mode or nullcontext():
-            yield cb
+        sample.start()
+        yield cb
+        sample.stop("segment: tail" if name == "segment" else None)
         marks[f"{name}_end"] = time.perf_counter()
         st.rss["segment" if name == "segment" else "refine: feature"] = peak_rss_mb()
-        if mode is not None:
-            marks[f"{name}_flops"] = mode.get_total_flops()
 
     engine = Engine(pack, opts, progress=progress)
     if args.curve:  # keep the float32 result the storage error is measured against
@@ -166,10 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         marks.get("weights_end", marks["refine_start"]) - marks["refine_start"]
     )
     st.times["refine: feature"] = refine_s - st.times["refine: weights"]
-    if st.count:
-        st.flops["segment"] = marks["segment_flops"]
-        st.flops["refine: weights"] = marks.get("weights_flops", 0)
-        st.flops["refine: feature"] = marks.get("refine_flops", 0) - st.flops["refine: weights"]
+    if st.count:  # sampled steps x their count (see `Sample`)
+        feature_steps = args.steps - weight_steps
+        st.flops["segment"] = sampled.get("segment: step", 0) * args.coarse_steps + sampled.get(
+            "segment: tail", 0
+        )
+        st.flops["refine: weights"] = sampled.get("refine: weight step", 0) * weight_steps
+        st.flops["refine: feature"] = sampled.get("refine: feature step", 0) * feature_steps
     # the rest of invert_face: the reconstruction render and its metrics
     rest = face_s - st.times["encode"] - st.times["segment"] - refine_s
     with st.stage("render + save"):
