@@ -326,7 +326,7 @@ class Engine:
         times["encode"] = time.perf_counter() - t0
         seg = None
         method = self.options.method
-        if method != "encoder" and torch.device(self.pack.device).type == "cpu":
+        if method != "encoder" and _worth_releasing(self.pack.encoder):
             # e4e's 1.1 GB would sit idle in RAM through segmentation and refinement, where
             # the peak is; it is read again for the next face (seconds against minutes)
             self.pack.release("encoder")
@@ -383,6 +383,18 @@ class Engine:
         if self.progress is None or total is None:
             return contextlib.nullcontext(None)
         return self.progress(label, total, key, early_stop)
+
+
+RELEASE_BYTES = 256 * 2**20  # smaller encoders (the synthetic pack's) are cheaper to keep
+
+
+def _worth_releasing(module: torch.nn.Module) -> bool:
+    """Whether dropping an idle network between uses saves enough RAM to pay for reading it
+    again: on CPU, and only a large one (on a GPU its memory is not the process's RAM)."""
+    params = list(module.parameters())
+    if not params or params[0].device.type != "cpu":
+        return False
+    return sum(p.numel() * p.element_size() for p in params) >= RELEASE_BYTES
 
 
 def landmarks_for_quad(quad: np.ndarray) -> np.ndarray:
