@@ -106,7 +106,7 @@ class Pack:
         fast: bool = False,
     ) -> None:
         """Make sure every file a run needs is at hand, before any work starts
-        (`require.require_files`; networks already in memory need no file)."""
+        (`require.require_files`; networks in memory, or built by a builder, need no file)."""
         found = require_files(
             self.settings,
             roles,
@@ -115,7 +115,7 @@ class Pack:
             fast=fast,
             models_dir=self.models_dir,
             offline=self.offline,
-            loaded=self._modules,
+            loaded={*self._modules, *self._builders},
         )
         for role in roles:
             ref = self.settings.files.get(role)
