@@ -188,13 +188,9 @@ class Pack:
         """Drop a loaded network that can be built again (from its file or its builder) to
         free its memory; the next use loads it anew. Networks given ready-made stay.
         Returns whether it was dropped."""
+        rebuildable = key in self._builders or key in self.settings.files
         with self._lock:
-            rebuildable = key not in self._given and (
-                key in self._builders or key in self.settings.files
-            )
-            if key in self._modules and rebuildable:
-                del self._modules[key]
-            else:
+            if key in self._given or not rebuildable or self._modules.pop(key, None) is None:
                 return False
         return_free_memory()
         return True

@@ -69,13 +69,19 @@ def test_gradients_are_separated_exactly(rpack, scene) -> None:
     assert not torch.equal(f_from_in, grad_f)
 
 
-def test_dhr_tunes_synthesis_weights_and_feature_only(rpack, scene) -> None:
+def _dhr(rpack, scene, config: RefineConfig):
+    """DHR on the scene's target, mask and encoder W+."""
     target, mask, wplus = scene
+    return refine(
+        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=config
+    )
+
+
+def test_dhr_tunes_synthesis_weights_and_feature_only(rpack, scene) -> None:
+    wplus = scene[2]
     before = {k: v.clone() for k, v in rpack.generator.state_dict().items()}
     cfg = RefineConfig(steps=4, weight_steps=2, layer=LAYER)
-    r = refine(
-        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
-    )
+    r = _dhr(rpack, scene, cfg)
     # the shared generator is untouched
     for k, v in rpack.generator.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -86,27 +92,14 @@ def test_dhr_tunes_synthesis_weights_and_feature_only(rpack, scene) -> None:
     assert r.feature_mask and r.layer == LAYER and r.method == "dhr"
     assert torch.equal(r.wplus, wplus)  # W+ stays the encoder's
 
-    no_weights = refine(
-        "dhr",
-        rpack.generator,
-        wplus,
-        target,
-        mask=mask,
-        lpips_alex=rpack.lpips_alex,
-        config=RefineConfig(steps=2, weight_steps=0, layer=LAYER),
-    )
+    no_weights = _dhr(rpack, scene, RefineConfig(steps=2, weight_steps=0, layer=LAYER))
     assert no_weights.deltas == {}
 
 
 def test_dhr_is_deterministic(rpack, scene) -> None:
-    target, mask, wplus = scene
     cfg = RefineConfig(steps=3, weight_steps=2, layer=LAYER)
-    a = refine(
-        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
-    )
-    b = refine(
-        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
-    )
+    a = _dhr(rpack, scene, cfg)
+    b = _dhr(rpack, scene, cfg)
     assert torch.equal(a.feature, b.feature)
     assert all(torch.equal(a.deltas[k], b.deltas[k]) for k in a.deltas)
 
@@ -163,16 +156,8 @@ def test_pti_pivots_and_early_stop(rpack, scene) -> None:
 
 
 def test_render_with_deltas_restores_the_generator(rpack, scene) -> None:
-    target, mask, wplus = scene
-    r = refine(
-        "dhr",
-        rpack.generator,
-        wplus,
-        target,
-        mask=mask,
-        lpips_alex=rpack.lpips_alex,
-        config=RefineConfig(steps=2, weight_steps=2, layer=LAYER),
-    )
+    _, mask, wplus = scene
+    r = _dhr(rpack, scene, RefineConfig(steps=2, weight_steps=2, layer=LAYER))
     before = {k: v.clone() for k, v in rpack.generator.state_dict().items()}
     a = render(
         rpack.generator, wplus, deltas=r.deltas, feature=r.feature, layer=LAYER, feature_mask=mask
@@ -194,11 +179,8 @@ def test_render_with_deltas_restores_the_generator(rpack, scene) -> None:
 
 
 def test_work_res_refines_through_the_early_exit(rpack, scene) -> None:
-    target, mask, wplus = scene
     cfg = RefineConfig(steps=2, weight_steps=2, layer=LAYER, work_res=32)
-    r = refine(
-        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
-    )
+    r = _dhr(rpack, scene, cfg)
     assert r.deltas
     # the 64-px block (convs 6, 7 and its tRGB) never ran, so it is not tuned
     assert not any(k.startswith(("convs.6.", "convs.7.", "to_rgbs.3.")) for k in r.deltas)
@@ -233,23 +215,12 @@ def test_feature_phase_resume_matches_the_full_forward(rpack, scene) -> None:
 
     from dhr_cli.nets.stylegan2 import Generator
 
-    target, mask, wplus = scene
     cfg = RefineConfig(steps=4, weight_steps=2, layer=LAYER)
-    a = refine(
-        "dhr", rpack.generator, wplus, target, mask=mask, lpips_alex=rpack.lpips_alex, config=cfg
-    )
+    a = _dhr(rpack, scene, cfg)
     orig = Generator.prefix
     try:  # a prefix that is never used: every step runs the whole generator
         Generator.prefix = lambda self, w, layer: None  # type: ignore[method-assign]
-        b = refine(
-            "dhr",
-            rpack.generator,
-            wplus,
-            target,
-            mask=mask,
-            lpips_alex=rpack.lpips_alex,
-            config=replace(cfg),
-        )
+        b = _dhr(rpack, scene, replace(cfg))
     finally:
         Generator.prefix = orig  # type: ignore[method-assign]
     assert torch.equal(a.feature, b.feature)

@@ -117,7 +117,8 @@ def _config(rpack, seed: int) -> SegmentConfig:
     )
 
 
-def test_segment_is_deterministic(rpack) -> None:
+def _occluded_sample(rpack):
+    """A synthetic occluded face: (sample, image tensor in [-1, 1], segment()'s networks)."""
     from dhr_cli.synthetic.benchset import make_sample
 
     sample = make_sample(1, "occluded", 77)
@@ -128,6 +129,11 @@ def test_segment_is_deterministic(rpack) -> None:
         parser=rpack.parser,
         latent_stats=rpack.latent_stats(),
     )
+    return sample, img, kw
+
+
+def test_segment_is_deterministic(rpack) -> None:
+    sample, img, kw = _occluded_sample(rpack)
     a = segment(img, sample.image, config=_config(rpack, 5), **kw)
     b = segment(img, sample.image, config=_config(rpack, 5), **kw)
     c = segment(img, sample.image, config=_config(rpack, 6), **kw)
@@ -147,16 +153,8 @@ def test_full_size_maps_score_the_coarse_latent_at_the_generator_size(rpack) -> 
 
     from dhr_cli.method.losses import TargetLPIPS
     from dhr_cli.method.segment import full_size_maps
-    from dhr_cli.synthetic.benchset import make_sample
 
-    sample = make_sample(1, "occluded", 77)
-    img = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 127.5 - 1
-    kw = dict(
-        generator=rpack.generator,
-        lpips_vgg=rpack.lpips_vgg,
-        parser=rpack.parser,
-        latent_stats=rpack.latent_stats(),
-    )
+    sample, img, kw = _occluded_sample(rpack)
     base = _config(rpack, 5)
     cfg = replace(base, projector=replace(base.projector, work_res=32, lpips_res=32))
     coarse = segment(img, sample.image, config=cfg, **kw)
