@@ -10,9 +10,8 @@ which halves the dominant cost of the coarse inversion on CPU.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..nets.perceptual import resize_image, stage_masked_mean
+from ..nets.perceptual import Perceptual, resize_image, stage_masked_mean
 
 __all__ = ["TargetLPIPS", "masked_mse", "region_losses"]
 
@@ -23,34 +22,29 @@ class TargetLPIPS:
     res: both images are resized to res x res first (None = as given).
     """
 
-    def __init__(self, perceptual: nn.Module, target: torch.Tensor, res: int | None = None) -> None:
-        import lpips
-
+    def __init__(
+        self, perceptual: Perceptual, target: torch.Tensor, res: int | None = None
+    ) -> None:
         self.net = perceptual
         self.res = res
-        self._normalize = lpips.normalize_tensor
         y = self._prep(target)
         with torch.no_grad():
-            self.target_feats = [self._normalize(f) for f in self._features(y)]
+            self.target_units = [perceptual.unit(f) for f in perceptual.features(y)]
         self.shape = tuple(y.shape)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return resize_image(x, self.res) if self.res is not None else x
-
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        inner = self.net.lpips
-        return list(inner.net(inner.scaling_layer(x)))
 
     def maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-stage maps [B, 1, h_s, w_s] of x against the target (differentiable in x)."""
         x = self._prep(x)
         if tuple(x.shape[1:]) != self.shape[1:]:
             raise ValueError(f"image {tuple(x.shape)} does not match the target {self.shape}")
-        out = []
-        for k, f in enumerate(self._features(x)):
-            diff = (self._normalize(f) - self.target_feats[k]).pow(2)
-            out.append(self.net.lpips.lins[k](diff))
-        return out
+        net = self.net
+        return [
+            net.stage_map(k, net.unit(f), self.target_units[k])
+            for k, f in enumerate(net.features(x))
+        ]
 
     def distance(self, x: torch.Tensor) -> torch.Tensor:
         """LPIPS distance per image [B]."""

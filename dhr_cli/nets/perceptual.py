@@ -156,21 +156,34 @@ class Perceptual(nn.Module):
                 f"expected two [B,3,H,W] images of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}"
             )
 
-    def spatial_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stage LPIPS terms before spatial averaging: one [B,1,h_s,w_s] map per stage."""
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's stage features of images x (LPIPS's input scaling first)."""
+        return list(self.lpips.net(self.lpips.scaling_layer(x)))
+
+    @staticmethod
+    def unit(f: torch.Tensor) -> torch.Tensor:
+        """Features scaled to unit length per pixel over the channels (LPIPS's normalisation)."""
         import lpips
 
+        return lpips.normalize_tensor(f)
+
+    def stage_map(self, k: int, ux: torch.Tensor, uy: torch.Tensor) -> torch.Tensor:
+        """Stage k's per-pixel LPIPS term [B,1,h,w] of unit-normalised features `ux`, `uy`:
+        the learned linear head on their squared difference."""
+        return self.lpips.lins[k]((ux - uy).pow(2))
+
+    def spatial_maps(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stage LPIPS terms before spatial averaging: one [B,1,h_s,w_s] map per stage."""
         self._check(x, y)
         if self.resize is not None:
             x, y = resize_image(x, self.resize), resize_image(y, self.resize)
         batch = x.shape[0]
         # one trunk pass over both images
-        feats = self.lpips.net(self.lpips.scaling_layer(torch.cat([x, y], dim=0)))
+        feats = self.features(torch.cat([x, y], dim=0))
         maps = []
         for k, f in enumerate(feats):
-            f = lpips.normalize_tensor(f)  # unit length per pixel over channels
-            diff = (f[:batch] - f[batch:]).pow(2)
-            maps.append(self.lpips.lins[k](diff))
+            u = self.unit(f)
+            maps.append(self.stage_map(k, u[:batch], u[batch:]))
         return maps
 
     @torch.no_grad()
@@ -181,8 +194,6 @@ class Perceptual(nn.Module):
         stage at a time on each image, and the per-pixel terms (unit-normalised features, their
         squared difference, the linear head) in bands of `rows` rows, so only the two images'
         current stage features are whole (at 1024 px: about 0.8 GB instead of 1.8 GB)."""
-        import lpips
-
         self._check(x, y)
         if self.resize is not None:
             x, y = resize_image(x, self.resize), resize_image(y, self.resize)
@@ -195,9 +206,9 @@ class Perceptual(nn.Module):
             hy = stage(hy)
             bands = []
             for r in range(0, hx.shape[-2], rows):
-                fx = lpips.normalize_tensor(hx[..., r : r + rows, :])
-                fy = lpips.normalize_tensor(hy[..., r : r + rows, :])
-                bands.append(inner.lins[k]((fx - fy).pow_(2)))
+                band = slice(r, r + rows)
+                ux, uy = self.unit(hx[..., band, :]), self.unit(hy[..., band, :])
+                bands.append(self.stage_map(k, ux, uy))
             maps.append(torch.cat(bands, dim=-2))
         return maps
 
