@@ -88,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     ap.add_argument("--curve", action="store_true", help="project size vs render error")
     ap.add_argument("--out", type=Path, default=None, help="keep the files here")
+    ap.add_argument(
+        "--curve-from",
+        type=Path,
+        default=None,
+        metavar="PT",
+        help="only the curve, of a kept refinement_float32.pt (--curve writes one into --out)",
+    )
     args = ap.parse_args(argv)
+    if args.curve_from:
+        return curve_only(args.curve_from, args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     weight_steps = args.weight_steps if args.weight_steps is not None else min(50, args.steps // 2)
@@ -270,70 +279,83 @@ def main(argv: list[str] | None = None) -> int:
         "load": [round(x, 2) for x in os.getloadavg()],
     }
     if args.curve:
-        record["curve"] = size_curve(pack, result, out)
         ref = result.refinement  # the float32 result, for storage experiments
-        torch.save(
-            {
-                "wplus": ref.wplus,
-                "deltas": ref.raw_deltas,
-                "feature": ref.raw_feature,
-                "layer": ref.layer,
-                "mask": result.mask,
-            },
-            out / "refinement_float32.pt",
-        )
+        raw = {
+            "wplus": ref.wplus,
+            "deltas": ref.raw_deltas,
+            "feature": ref.raw_feature,
+            "layer": ref.layer,
+            "mask": result.mask,
+            "seed": 0,
+        }
+        torch.save(raw, out / "refinement_float32.pt")
+        record["curve"] = size_curve(pack.generator, raw, out)
     print(json.dumps(record))
     return 0
 
 
-def size_curve(pack, result, out: Path) -> list[dict]:
-    """Project size vs render error (8-bit, against the float32 refinement) of the storage
-    choices, for this result (re-refined deltas are not needed: the float32 ones are kept)."""
-    from dataclasses import replace as dc_replace
+def curve_only(path: Path, out: Path | None) -> int:
+    """The size-versus-error curve of a kept float32 refinement (`--curve`'s
+    refinement_float32.pt), without running the face again."""
+    raw = torch.load(path, map_location="cpu")
+    out = out or Path(tempfile.mkdtemp(prefix="ffhq_curve_"))
+    out.mkdir(parents=True, exist_ok=True)
+    pack = full_size_pack(int(raw.get("seed", 0)))
+    rows = size_curve(pack.generator, raw, out)
+    print(json.dumps({"refinement": str(path), "curve": rows}))
+    return 0
 
+
+# (delta_dtype, delta_group, int4 up to this px then int8 (None: all), feature_storage)
+CURVE_CHOICES = [
+    ("float16", 64, None, "float32"),  # format 1.0's layout
+    ("int8", 64, None, "float16-masked"),
+    ("int8", 64, None, "int8-masked"),
+    ("int4", 64, 256, "int8-masked"),  # the ffhq pack's setting
+    ("int4", 32, 256, "int8-masked"),
+    ("int4", 32, None, "int8-masked"),
+    ("int4", 64, None, "int8-masked"),
+    ("int4", 128, None, "int8-masked"),
+]
+
+
+def size_curve(g, raw: dict, out: Path) -> list[dict]:
+    """Project size vs render error (8-bit, against the float32 refinement `raw`) of the
+    storage choices (re-refined deltas are not needed: the float32 ones are kept)."""
+    from dhr_cli.method.recipe import RenderRecipe
     from dhr_cli.method.refine import RefineConfig, storable_deltas, storable_feature
     from dhr_cli.method.render import render
 
-    ref = result.refinement
-    raw_d, raw_f = ref.raw_deltas, ref.raw_feature
-    g = pack.generator
-    mask = result.mask
+    raw_d, raw_f, wplus, layer, mask = (
+        raw[k] for k in ("deltas", "feature", "wplus", "layer", "mask")
+    )
     exact = to_uint8(
-        render(g, ref.wplus, deltas=raw_d, feature=raw_f, layer=ref.layer, feature_mask=mask)
+        render(g, wplus, deltas=raw_d, feature=raw_f, layer=layer, feature_mask=mask)
     ).astype(np.int16)
     rows = []
-    print("\nstorage (deltas / feature)          MB   p99.9   mean  max   [8-bit abs diff]")
-    choices = [
-        ("float16", 64, "float32"),  # format 1.0's layout
-        ("int8", 64, "float16-masked"),
-        ("int8", 64, "int8-masked"),
-        ("int4", 32, "int8-masked"),
-        ("int4", 64, "int8-masked"),
-        ("int4", 128, "int8-masked"),
-    ]
-    for dd, group, fs in choices:
-        cfg = dc_replace(RefineConfig(), delta_dtype=dd, delta_group=group, feature_storage=fs)
+    print("\nstorage (deltas / feature)              MB   p99.9   mean  max   [8-bit abs diff]")
+    for dd, group, int8_from, fs in CURVE_CHOICES:
+        cfg = RefineConfig(
+            delta_dtype=dd, delta_group=group, delta_int8_from=int8_from, feature_storage=fs
+        )
         d = storable_deltas(raw_d, cfg)
         f = storable_feature(raw_f, mask, cfg)
         img = to_uint8(
-            render(g, ref.wplus, deltas=d, feature=f, layer=ref.layer, feature_mask=mask)
+            render(g, wplus, deltas=d, feature=f, layer=layer, feature_mask=mask)
         ).astype(np.int16)
         diff = np.abs(img - exact)
         p = Project(pack="ffhq")
-        p.wplus, p.mask, p.feature, p.deltas = ref.wplus, mask, f, d
-        p.params["invert"] = {
-            **ref.recipe().to_params(),
-            "delta_dtype": dd,
-            "delta_group": group,
-            "feature_storage": fs,
-        }
+        p.wplus, p.mask, p.feature, p.deltas = wplus, mask, f, d
+        recipe = RenderRecipe(method="dhr", layer=layer, feature_mask="in_domain")
+        p.params["invert"] = {**cfg.params(), **recipe.to_params()}
         path = p.save(out / "curve.dhr")
         q = Project.load(path)
         same = torch.equal(q.feature, f) and all(
             torch.equal(q.deltas[k].float(), v.float()) for k, v in d.items()
         )
+        name = dd if dd == "float16" else f"{dd}/g{group}"
         row = {
-            "deltas": dd if dd == "float16" else f"{dd}/g{group}",
+            "deltas": name + (f", int8 from {int8_from}" if int8_from else ""),
             "feature": fs,
             "mb": round(path.stat().st_size / 1e6, 2),
             "p999": float(np.percentile(diff, 99.9)),
@@ -343,7 +365,7 @@ def size_curve(pack, result, out: Path) -> list[dict]:
         }
         rows.append(row)
         print(
-            f"{row['deltas']:<10} {fs:<16}{row['mb']:>9.2f}{row['p999']:>8.1f}"
+            f"{row['deltas']:<26} {fs:<14}{row['mb']:>7.2f}{row['p999']:>8.1f}"
             f"{row['mean']:>7.3f}{row['max']:>5}   file==memory {row['file_equals_memory']}"
         )
     return rows

@@ -3,7 +3,9 @@ float W+ deltas, feature and mask, and how `Project.load` turns it back. In memo
 reader, the tensors stay the float ones of the format 1.0 layout (see `dhr_cli.project`).
 
 - ``delta_dtype`` "int4"/"int8": ``delta.<name>`` -> ``deltaq.<name>`` (signed integers, 4-bit
-  ones two to a byte) + ``deltae.<name>`` (one power-of-two exponent per ``delta_group`` values);
+  ones two to a byte; with "int4", the layers from ``delta_int8_from`` px up keep 8 bits) +
+  ``deltae.<name>`` (one scale exponent per ``delta_group`` values, in quarter octaves; files
+  written before them say nothing of ``scale_steps`` and hold powers of two);
 - ``feature_storage`` "float16"/"int8" (+ "-masked"): ``feature.f`` -> ``featureq.values`` at the
   positions Eq. 4 reads (``featureq.where``), int8 with ``featureq.exp`` scales or float16;
 - a binary mask -> ``maskq.bits`` (bits packed along the rows).
@@ -40,21 +42,24 @@ def pack_tensors(
     import torch
     import torch.nn.functional as F
 
-    from .nets.weight_delta import quantize
+    from .nets.weight_delta import SCALE_STEPS, delta_bits, quantize
 
     inv = invert
     out: dict[str, torch.Tensor] = {}
     storage: dict[str, Any] = {}
-    bits = {"int4": 4, "int8": 8}.get(str(inv.get("delta_dtype")))
+    dtype = str(inv.get("delta_dtype"))
+    int8_from = inv.get("delta_int8_from")
     group = int(inv.get("delta_group") or 64)
     fstore = str(inv.get("feature_storage") or "float32")
     mask = tensors.get(MASK)
     shapes: dict[str, list[int]] = {}
+    bits: dict[str, int] = {}
     for name, t in tensors.items():
-        if bits and name.startswith(DELTA_PREFIX):
-            key = name[len(DELTA_PREFIX) :]
-            out[DELTA_Q + key], out[DELTA_E + key] = quantize(t, bits, group)
-            shapes[key] = list(t.shape)
+        key = name[len(DELTA_PREFIX) :]
+        b = delta_bits(key, dtype, int8_from) if name.startswith(DELTA_PREFIX) else None
+        if b:
+            out[DELTA_Q + key], out[DELTA_E + key] = quantize(t, b, group)
+            shapes[key], bits[key] = list(t.shape), b
         elif name == FEATURE and fstore != "float32" and t.ndim == 4:
             f = t.detach().to("cpu", torch.float32)
             masked = fstore.endswith("-masked") and mask is not None
@@ -68,7 +73,9 @@ def pack_tensors(
             info: dict[str, Any] = {"masked": masked, "shape": list(f.shape)}
             if fstore.startswith("int8"):
                 out[FEATURE_VALUES], out[FEATURE_EXP] = quantize(values, 8, group)
-                info.update(dtype="int8", group=group, values=list(values.shape))
+                info.update(
+                    dtype="int8", group=group, scale_steps=SCALE_STEPS, values=list(values.shape)
+                )
             else:
                 out[FEATURE_VALUES] = values.to(torch.float16)
                 info.update(dtype="float16")
@@ -85,7 +92,12 @@ def pack_tensors(
         else:
             out[name] = t
     if shapes:
-        storage["delta"] = {"bits": bits, "group": group, "shapes": shapes}
+        storage["delta"] = {
+            "bits": bits,
+            "group": group,
+            "scale_steps": SCALE_STEPS,
+            "shapes": shapes,
+        }
     return out, storage
 
 
@@ -109,10 +121,12 @@ def unpack_tensors(
     }
     d = storage.get("delta")
     if d:
-        bits, group = int(d["bits"]), int(d["group"])
+        group, steps = int(d["group"]), int(d.get("scale_steps", 1))
+        bits = d["bits"]  # {name: bits}, or one number for all (files from before mixed bits)
         for key, shape in d["shapes"].items():
+            b = int(bits[key] if isinstance(bits, dict) else bits)
             out[DELTA_PREFIX + key] = dequantize(
-                tensors[DELTA_Q + key], tensors[DELTA_E + key], tuple(shape), bits, group
+                tensors[DELTA_Q + key], tensors[DELTA_E + key], tuple(shape), b, group, steps
             )
     f = storage.get("feature")
     if f:
@@ -128,6 +142,7 @@ def unpack_tensors(
                 tuple(f["values"]),
                 8,
                 int(f["group"]),
+                int(f.get("scale_steps", 1)),
             )
         else:
             values = tensors[FEATURE_VALUES].to(torch.float32)

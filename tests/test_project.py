@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dhr_cli import __version__, project
@@ -298,16 +299,27 @@ def test_missing_photo_is_input_missing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("delta_dtype", "feature_storage"),
-    [("int8", "int8-masked"), ("int4", "float16-masked"), ("int4", "int8"), ("int8", "float16")],
+    ("delta_dtype", "int8_from", "feature_storage"),
+    [
+        ("int8", None, "int8-masked"),
+        ("int4", None, "float16-masked"),
+        ("int4", None, "int8"),
+        ("int8", None, "float16"),
+        ("int4", 16, "int8-masked"),  # the ffhq pack's kind: int4, int8 from a resolution up
+    ],
 )
 def test_compact_storage_reproduces_the_refinement_exactly(
-    photo: Path, delta_dtype: str, feature_storage: str
+    photo: Path, delta_dtype: str, int8_from: int | None, feature_storage: str
 ) -> None:
     from dhr_cli.method.refine import RefineConfig, storable_deltas, storable_feature
 
     g = torch.Generator().manual_seed(3)
-    cfg = RefineConfig(delta_dtype=delta_dtype, delta_group=16, feature_storage=feature_storage)
+    cfg = RefineConfig(
+        delta_dtype=delta_dtype,
+        delta_group=16,
+        delta_int8_from=int8_from,
+        feature_storage=feature_storage,
+    )
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 8:40, 16:56] = 1.0
     raw = {
@@ -319,7 +331,8 @@ def test_compact_storage_reproduces_the_refinement_exactly(
     p.deltas = storable_deltas(raw, cfg)
     p.feature = storable_feature(torch.randn(1, 32, 16, 16, generator=g) * 5, mask, cfg)
     p.record_step("invert", {"method": "dhr", "feature_mask": "in_domain", **cfg.params()})
-    q = Project.load(p.save())
+    saved = p.save()
+    q = Project.load(saved)
     assert q.format_version == project.FORMAT_VERSION == "2.0"  # dhr 0.1.0 refuses it
     # a file of float tensors only stays format 1.0, which dhr 0.1.0 reads too
     plain = Project(tensors={project.WPLUS: torch.zeros(1, 18, 512)})
@@ -327,11 +340,17 @@ def test_compact_storage_reproduces_the_refinement_exactly(
     assert torch.equal(q.mask, mask) and q.mask.dtype == torch.float32
     assert torch.equal(q.feature, p.feature) and q.feature.dtype == torch.float32
     assert q.deltas.keys() == raw.keys()
+    # convs.0 is an 8-px layer, to_rgbs.1 a 16-px one
+    bits = {"convs.0.conv.weight": 4 if delta_dtype == "int4" else 8}
+    bits["to_rgbs.1.bias"] = 8 if int8_from == 16 else bits["convs.0.conv.weight"]
     for k, v in p.deltas.items():
         assert torch.equal(q.deltas[k], v)
         assert (q.deltas[k] - raw[k]).abs().max() <= raw[k].abs().max() / (
-            3 if delta_dtype == "int4" else 60
+            3 if bits[k] == 4 else 60
         )
+    with safe_open(saved, "pt") as f:  # the codes: 4-bit ones two to a byte
+        for k, b in bits.items():
+            assert f.get_tensor(f"deltaq.{k}").numel() == -(-raw[k].numel() * b // 8)
     # only the out-of-domain part of a masked feature is kept (the rest is never read)
     pooled = torch.nn.functional.adaptive_avg_pool2d(mask, (16, 16))
     if feature_storage.endswith("-masked"):

@@ -182,6 +182,7 @@ class Engine:
             seed=o.seed,
             delta_dtype=s.delta_dtype or ("float16" if s.generator_size >= 256 else "float32"),
             delta_group=s.delta_group,
+            delta_int8_from=s.delta_int8_from,
             feature_storage=s.feature_storage,
             mse_weighting=s.mse_weighting,
         )

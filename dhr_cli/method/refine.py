@@ -38,7 +38,8 @@ channels, the ordinary MSE for m = 1.
 
 Storage: `delta_dtype` "int4"/"int8" and `feature_storage` "float16"/"int8"(-masked) give the
 refinement's result on the grid the project file stores (`project.py`, format 2.0): the deltas
-quantised in groups of `delta_group` with power-of-two scales, the feature in float16 or int8
+quantised in groups of `delta_group` with quarter-octave scales (with "int4", the layers from
+`delta_int8_from` px up keep 8 bits), the feature in float16 or int8
 (the same grouping) and, when masked, zero where the pooled in-domain mask is 1 (Eq. 4 never
 reads it there). The result is
 what the file reproduces exactly.
@@ -113,6 +114,7 @@ class RefineConfig:
     # storage of the result (see the module docstring)
     delta_dtype: str = "float32"
     delta_group: int = 64
+    delta_int8_from: int | None = None  # with "int4": layers from this resolution up keep 8 bits
     feature_storage: str = "float32"
     mse_weighting: str = "mean"  # "released": channel sum / pixel count
     keep_raw: bool = False  # also return the float32 result before storage rounding
@@ -140,6 +142,8 @@ class RefineConfig:
         keep = {"method", "seed", "delta_dtype"}
         if self.delta_dtype in ("int4", "int8"):
             keep.add("delta_group")
+        if self.delta_dtype == "int4" and self.delta_int8_from is not None:
+            keep.add("delta_int8_from")
         if self.method in ("dhr", "feature") and self.feature_storage != "float32":
             keep.add("feature_storage")
         if self.method in ("dhr", "feature") and self.mse_weighting != "mean":
@@ -232,13 +236,16 @@ def storable_deltas(
     deltas: dict[str, torch.Tensor], config: RefineConfig
 ) -> dict[str, torch.Tensor]:
     """The deltas as the project file stores them (`config.delta_dtype`)."""
-    from ..nets.weight_delta import quantized_roundtrip
+    from ..nets.weight_delta import delta_bits, quantized_roundtrip
 
-    bits = {"int4": 4, "int8": 8}.get(config.delta_dtype)
-    if bits is None:
-        dtype = getattr(torch, config.delta_dtype)
-        return {k: v.to(dtype) for k, v in deltas.items()}
-    return {k: quantized_roundtrip(v, bits, config.delta_group) for k, v in deltas.items()}
+    out = {}
+    for k, v in deltas.items():
+        bits = delta_bits(k, config.delta_dtype, config.delta_int8_from)
+        if bits is None:
+            out[k] = v.to(getattr(torch, config.delta_dtype))
+        else:
+            out[k] = quantized_roundtrip(v, bits, config.delta_group)
+    return out
 
 
 def storable_feature(

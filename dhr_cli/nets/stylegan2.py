@@ -59,6 +59,7 @@ __all__ = [
     "ModulatedConv2d",
     "config_f_channels",
     "hybrid_feature",
+    "parameter_resolution",
 ]
 
 SQRT2 = math.sqrt(2.0)
@@ -151,6 +152,18 @@ class GeneratorConfig:
 def resolutions(size: int) -> list[int]:
     """The generator's block resolutions 4, 8, ..., size."""
     return [2**i for i in range(2, int(math.log2(size)) + 1)]
+
+
+def parameter_resolution(name: str) -> int | None:
+    """The resolution (px) of the synthesis block a generator parameter belongs to, from its
+    name ("convs.4.conv.weight" -> 32); None for the mapping network's."""
+    head, _, rest = name.partition(".")
+    if head in ("input", "conv1", "to_rgb1"):
+        return 4
+    if head in ("convs", "to_rgbs"):
+        k = int(rest.split(".", 1)[0])
+        return 8 * 2 ** (k // 2) if head == "convs" else 8 * 2**k
+    return None
 
 
 def make_kernel(taps: Sequence[float]) -> torch.Tensor:

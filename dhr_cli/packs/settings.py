@@ -128,8 +128,9 @@ class PackSettings:
       "coarse" (the projection's own maps at coarse_res: cheaper).
     mse_weighting: refinement's MSE: "released" (squared error summed over the channels / the
       region's pixel count) or "mean" (per-element mean; the synthetic pack's calibration).
-    delta_dtype / delta_group / feature_storage: how a project stores the weight delta ("int4",
-      "int8" in groups of delta_group values with power-of-two scales, or "float16"/"float32";
+    delta_dtype / delta_group / delta_int8_from / feature_storage: how a project stores the
+      weight delta ("int4", "int8" in groups of delta_group values with quarter-octave scales,
+      with "int4" the layers from delta_int8_from px up in int8; or "float16"/"float32";
       None = float16 from 256 px up, else float32) and the refined feature ("float32",
       "float16", "int8", and "-masked": only where Eq. 4 reads it).
     cpu_threads: torch intra-op threads on CPU. The synthetic pack's 64-px convolutions are too
@@ -162,6 +163,7 @@ class PackSettings:
     mse_weighting: str = "mean"
     delta_dtype: str | None = None
     delta_group: int = 64
+    delta_int8_from: int | None = None
     feature_storage: str = "float32"
     files: dict[str, FileRef] = field(default_factory=dict)
     directions: dict[str, DirectionInfo] = field(default_factory=dict)
@@ -197,8 +199,9 @@ _SCALARS = {
     "identities": bool,
     "cpu_threads": int,
     "delta_group": int,
+    "delta_int8_from": int,
 }
-_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads", "delta_dtype"}
+_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads", "delta_dtype", "delta_int8_from"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "segment_maps": ("full", "coarse"),
     "mse_weighting": ("released", "mean"),

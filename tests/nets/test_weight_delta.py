@@ -100,11 +100,69 @@ def test_quantised_storage_round_trip_is_exact_and_bounded(bits, shape):
     assert codes.numel() == (t.numel() * bits + 7) // 8
     r = dequantize(codes, e, t.shape, bits, 32)
     assert torch.equal(r, quantized_roundtrip(t, bits, 32))
-    # power-of-two scales: quantising the stored values again changes nothing
+    # quantising the stored values again changes nothing
     assert torch.equal(quantized_roundtrip(r, bits, 32), r)
-    assert torch.equal(r.half().float(), r)
     # error within half a step of the group's scale (<= amax / qmax, the scale's upper bound)
     qmax = 2 ** (bits - 1) - 1
     err = (r - t).abs().reshape(-1)
     assert float(err.max()) <= float(t.abs().max()) / qmax + 1e-12
     assert bool((r.reshape(-1)[:3] == 0).all())
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quarter_octave_scales_keep_the_round_trip_exact_over_many_magnitudes(bits):
+    """Groups whose largest value sits anywhere within an octave, over 60 octaves: the stored
+    values quantise to themselves (the file reproduces what the refinement handed out)."""
+    from dhr_cli.nets.weight_delta import quantize, quantized_roundtrip
+
+    g = torch.Generator().manual_seed(10 + bits)
+    n_groups = 4096
+    t = torch.randn(n_groups, 16, generator=g)
+    t = t * torch.exp2(torch.rand(n_groups, 1, generator=g) * 50 - 25)
+    r = quantized_roundtrip(t, bits, 16)
+    assert torch.equal(quantized_roundtrip(r, bits, 16), r)
+    assert torch.equal(quantize(r, bits, 16)[1], quantize(t, bits, 16)[1])
+    # the step is within a quarter octave of the smallest that holds the group
+    qmax = 2 ** (bits - 1) - 1
+    err = (r - t).abs().amax(dim=1)
+    assert bool((err <= 0.5 * 2**0.25 * t.abs().amax(dim=1) / qmax * (1 + 1e-6)).all())
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_power_of_two_exponents_of_earlier_files_still_decode(bits):
+    """Format 2.0 files written before the quarter-octave scales hold powers of two (steps=1)."""
+    from dhr_cli.nets.weight_delta import dequantize, quantize
+
+    g = torch.Generator().manual_seed(20 + bits)
+    t = torch.randn(3, 40, generator=g) * 1e-3
+    codes, e = quantize(t, bits, 32, steps=1)
+    r = dequantize(codes, e, t.shape, bits, 32, steps=1)
+    assert torch.equal(r.half().float(), r)  # q * 2^e: exact in float16 too
+    qmax = 2 ** (bits - 1) - 1
+    assert float((r - t).abs().max()) <= float(t.abs().max()) / qmax
+    # read with the wrong scale steps, the values would differ: the metadata must say which
+    assert not torch.equal(dequantize(codes, e, t.shape, bits, 32), r)
+
+
+def test_parameter_resolution_and_mixed_bits_follow_the_generator_blocks():
+    """int4 deltas with int8 from a resolution up: a parameter's resolution comes from its
+    name, the block its convolution writes (a tRGB follows its block's second conv)."""
+    from dhr_cli.nets.stylegan2 import parameter_resolution
+    from dhr_cli.nets.weight_delta import delta_bits
+
+    gen = _fresh()
+    for name, p in gen.named_parameters():
+        head, _, rest = name.partition(".")
+        res = parameter_resolution(name)
+        if head == "style":
+            assert res is None
+        elif head == "convs":
+            assert res == gen.conv_resolution(int(rest.split(".")[0]) + 1)
+        elif head == "to_rgbs":
+            assert res == gen.conv_resolution(2 * int(rest.split(".")[0]) + 2)
+        else:
+            assert res == 4, name
+        if res is not None:
+            assert delta_bits(name, "int4", 32) == (8 if res >= 32 else 4)
+        assert delta_bits(name, "int4") == 4 and delta_bits(name, "int8", 32) == 8
+        assert delta_bits(name, "float16", 32) is None
