@@ -19,15 +19,18 @@ name                       shape / dtype       meaning
 
 Compact storage (format 2.0; in memory, and to every reader, the tensors above are floats):
 the ``invert`` step's params choose it. ``delta_dtype`` "int4"/"int8": each ``delta.<name>`` is
-written as ``deltaq.<name>`` (signed integers, 4-bit ones two to a byte) and ``deltae.<name>``
-(one int8 power-of-two exponent per ``delta_group`` values; `nets.weight_delta.quantize`).
+written as ``deltaq.<name>`` (signed integers, 4-bit ones two to a byte; with "int4", the layers
+from ``delta_int8_from`` px up in 8 bits) and ``deltae.<name>`` (one int8 exponent e per
+``delta_group`` values, the scale 2^(e/4); files from before these quarter-octave scales hold
+powers of two, and their ``storage`` entry has no ``scale_steps``; `nets.weight_delta.quantize`).
 ``feature_storage`` "float16"/"int8" (+ "-masked"): ``feature.f`` is written as
 ``featureq.values``, the values [C, P] at the P positions where the in-domain mask
 average-pooled to the feature's size is below 1 (the only ones Eq. 4 reads; all positions
 unmasked), with ``featureq.where`` [h, w] uint8, in float16 or as int8 codes with
-``featureq.exp`` (power-of-two scales per ``delta_group`` values of a channel's row). A binary mask is written as ``maskq.bits`` (`numpy.packbits` along
-the rows). The shapes are in the ``storage`` metadata entry. The refinement hands out values
-already on this grid, so a file renders exactly like the result it was saved from. Files
+``featureq.exp`` (the same scales, per ``delta_group`` values of a channel's row). A binary
+mask is written as ``maskq.bits`` (`numpy.packbits` along the rows). The shapes and bits are in
+the ``storage`` metadata entry. The refinement hands out values already on this grid, so a file
+renders exactly like the result it was saved from. Files
 without compact storage are written as format 1.0 (float tensors only; what dhr 0.1.0 reads);
 1.x files, including the development builds' compact 1.1, are read as before.
 
