@@ -400,3 +400,52 @@ def test_format_1_0_files_are_still_read(photo: Path) -> None:
     assert torch.equal(q.mask, tensors["mask.in_domain"])
     assert torch.equal(q.feature, tensors["feature.f"])
     assert torch.equal(q.deltas["convs.0.conv.weight"], tensors["delta.convs.0.conv.weight"])
+
+
+def test_compact_files_with_power_of_two_scales_are_still_read(photo: Path) -> None:
+    """Format 2.0 files written before the quarter-octave scales: one bit width for all deltas
+    and power-of-two exponents (no ``scale_steps`` in the storage entry)."""
+    from dhr_cli.nets.weight_delta import dequantize, quantize
+
+    g = torch.Generator().manual_seed(6)
+    delta = torch.randn(1, 8, 8, 3, 3, generator=g) * 1e-3
+    values = torch.randn(8, 40, generator=g)
+    codes, e = quantize(delta, 4, 64, steps=1)
+    fcodes, fe = quantize(values, 8, 64, steps=1)
+    where = torch.zeros(16, 16, dtype=torch.uint8)
+    where.view(-1)[:40] = 1
+    tensors = {
+        "latent.wplus": torch.randn(1, 18, 512, generator=g),
+        "deltaq.convs.0.conv.weight": codes,
+        "deltae.convs.0.conv.weight": e,
+        "featureq.values": fcodes,
+        "featureq.exp": fe,
+        "featureq.where": where,
+    }
+    storage = {
+        "delta": {"bits": 4, "group": 64, "shapes": {"convs.0.conv.weight": [1, 8, 8, 3, 3]}},
+        "feature": {
+            "dtype": "int8",
+            "group": 64,
+            "masked": True,
+            "shape": [1, 8, 16, 16],
+            "values": [8, 40],
+        },
+    }
+    meta = {
+        "format": "dhr-project",
+        "format_version": "2.0",
+        "dhr_version": "0.2.0.dev0",
+        "pack": "ffhq",
+        "params": json.dumps({"invert": {"method": "dhr", "layer": 11, "delta_dtype": "int4"}}),
+        "storage": json.dumps(storage),
+    }
+    path = photo.parent / "pow2.dhr"
+    save_file(tensors, str(path), metadata=meta)
+    q = Project.load(path)
+    want = dequantize(codes, e, delta.shape, 4, 64, steps=1)
+    assert torch.equal(q.deltas["convs.0.conv.weight"], want)
+    assert float((want - delta).abs().max()) <= float(delta.abs().max()) / 7
+    feature = q.feature[0].reshape(8, -1)[:, :40]
+    assert torch.equal(feature, dequantize(fcodes, fe, values.shape, 8, 64, steps=1))
+    assert float((feature - values).abs().max()) <= float(values.abs().max()) / 127
