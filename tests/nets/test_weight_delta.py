@@ -151,7 +151,7 @@ def test_parameter_resolution_and_mixed_bits_follow_the_generator_blocks():
     from dhr_cli.nets.weight_delta import delta_bits
 
     gen = _fresh()
-    for name, p in gen.named_parameters():
+    for name, _ in gen.named_parameters():
         head, _, rest = name.partition(".")
         res = parameter_resolution(name)
         if head == "style":
