@@ -306,13 +306,14 @@ def curve_only(path: Path, out: Path | None) -> int:
     return 0
 
 
-# (delta_dtype, delta_group, int4 up to this px then int8 (None: all), feature_storage)
+# (delta_dtype, delta_group, delta_int8_from, feature_storage); "int8 from 256": the layers
+# from 256 px up, the modulation weights from 128 px up and the small tensors in 8 bits
+# (`nets.weight_delta.delta_bits`)
 CURVE_CHOICES = [
     ("float16", 64, None, "float32"),  # format 1.0's layout
     ("int8", 64, None, "float16-masked"),
     ("int8", 64, None, "int8-masked"),
     ("int4", 64, 256, "int8-masked"),  # the ffhq pack's setting
-    ("int4", 32, 256, "int8-masked"),
     ("int4", 32, None, "int8-masked"),
     ("int4", 64, None, "int8-masked"),
     ("int4", 128, None, "int8-masked"),

@@ -56,7 +56,7 @@ def pack_tensors(
     bits: dict[str, int] = {}
     for name, t in tensors.items():
         key = name[len(DELTA_PREFIX) :]
-        b = delta_bits(key, dtype, int8_from) if name.startswith(DELTA_PREFIX) else None
+        b = delta_bits(key, t.numel(), dtype, int8_from) if name.startswith(DELTA_PREFIX) else None
         if b:
             out[DELTA_Q + key], out[DELTA_E + key] = quantize(t, b, group)
             shapes[key], bits[key] = list(t.shape), b

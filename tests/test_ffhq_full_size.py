@@ -61,6 +61,10 @@ def test_invert_and_edit_at_1024(full_pack, tmp_path: Path, monkeypatch) -> None
     assert p.params["invert"]["mse_weighting"] == "released"
     assert p.params["mask"]["maps"] == "full"
     assert p.format_version == "2.0"
+    # int4 deltas below 256 px, int8 from there, the out-of-domain feature int8: <= 20 MB
+    assert p.params["invert"]["delta_dtype"] == "int4"
+    assert p.params["invert"]["delta_int8_from"] == 256
+    assert (tmp_path / "astronaut.png.dhr").stat().st_size <= 20e6
 
     out = tmp_path / "smile.png"
     assert main(["edit", str(photo), "--smile", "1", "-o", str(out), *common]) == 0

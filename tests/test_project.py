@@ -323,7 +323,7 @@ def test_compact_storage_reproduces_the_refinement_exactly(
     mask = torch.zeros(1, 1, 64, 64)
     mask[..., 8:40, 16:56] = 1.0
     raw = {
-        "convs.0.conv.weight": torch.randn(1, 8, 8, 3, 3, generator=g) * 1e-3,
+        "convs.0.conv.weight": torch.randn(1, 96, 96, 3, 3, generator=g) * 1e-3,
         "to_rgbs.1.bias": torch.randn(1, 3, 1, 1, generator=g) * 1e-3,
     }
     p = Project.for_photo(photo, wplus=torch.randn(1, 18, 512, generator=g), pack="ffhq")
@@ -340,7 +340,7 @@ def test_compact_storage_reproduces_the_refinement_exactly(
     assert torch.equal(q.mask, mask) and q.mask.dtype == torch.float32
     assert torch.equal(q.feature, p.feature) and q.feature.dtype == torch.float32
     assert q.deltas.keys() == raw.keys()
-    # convs.0 is an 8-px layer, to_rgbs.1 a 16-px one
+    # convs.0 is an 8-px layer, to_rgbs.1 a 16-px one (and a small tensor)
     bits = {"convs.0.conv.weight": 4 if delta_dtype == "int4" else 8}
     bits["to_rgbs.1.bias"] = 8 if int8_from == 16 else bits["convs.0.conv.weight"]
     for k, v in p.deltas.items():

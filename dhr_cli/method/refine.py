@@ -240,7 +240,7 @@ def storable_deltas(
 
     out = {}
     for k, v in deltas.items():
-        bits = delta_bits(k, config.delta_dtype, config.delta_int8_from)
+        bits = delta_bits(k, v.numel(), config.delta_dtype, config.delta_int8_from)
         if bits is None:
             out[k] = v.to(getattr(torch, config.delta_dtype))
         else:

@@ -128,11 +128,11 @@ class PackSettings:
       "coarse" (the projection's own maps at coarse_res: cheaper).
     mse_weighting: refinement's MSE: "released" (squared error summed over the channels / the
       region's pixel count) or "mean" (per-element mean; the synthetic pack's calibration).
-    delta_dtype / delta_group / delta_int8_from / feature_storage: how a project stores the
+    delta_dtype / delta_group / delta_int8_top / feature_storage: how a project stores the
       weight delta ("int4", "int8" in groups of delta_group values with quarter-octave scales,
-      with "int4" the layers from delta_int8_from px up in int8; or "float16"/"float32";
-      None = float16 from 256 px up, else float32) and the refined feature ("float32",
-      "float16", "int8", and "-masked": only where Eq. 4 reads it).
+      with "int4" the layers of the delta_int8_top highest resolutions in int8; or
+      "float16"/"float32"; None = float16 from 256 px up, else float32) and the refined feature
+      ("float32", "float16", "int8", and "-masked": only where Eq. 4 reads it).
     cpu_threads: torch intra-op threads on CPU. The synthetic pack's 64-px convolutions are too
       small to gain from a second thread: a DHR invert took 7.3 s with 1 thread, 10.6 s with 2
       (OMP_WAIT_POLICY=passive) and 97 s with 2 (default spin-waiting) while another process
@@ -163,7 +163,7 @@ class PackSettings:
     mse_weighting: str = "mean"
     delta_dtype: str | None = None
     delta_group: int = 64
-    delta_int8_from: int | None = None
+    delta_int8_top: int = 0
     feature_storage: str = "float32"
     files: dict[str, FileRef] = field(default_factory=dict)
     directions: dict[str, DirectionInfo] = field(default_factory=dict)
@@ -177,6 +177,13 @@ class PackSettings:
     def models(self) -> dict[str, str]:
         """role -> registry name of each registry file the pack uses."""
         return {role: f.model for role, f in self.files.items() if f.model}
+
+    @property
+    def delta_int8_from(self) -> int | None:
+        """The resolution (px) from which int4 deltas keep 8 bits (None: all 4 bits)."""
+        if self.delta_int8_top <= 0:
+            return None
+        return max(4, self.generator_size >> (self.delta_int8_top - 1))
 
     @property
     def label(self) -> str:
@@ -199,9 +206,9 @@ _SCALARS = {
     "identities": bool,
     "cpu_threads": int,
     "delta_group": int,
-    "delta_int8_from": int,
+    "delta_int8_top": int,
 }
-_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads", "delta_dtype", "delta_int8_from"}
+_OPTIONAL = {"refine_res", "lpips_res", "cpu_threads", "delta_dtype"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "segment_maps": ("full", "coarse"),
     "mse_weighting": ("released", "mean"),

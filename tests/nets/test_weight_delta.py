@@ -151,7 +151,8 @@ def test_parameter_resolution_and_mixed_bits_follow_the_generator_blocks():
     from dhr_cli.nets.weight_delta import delta_bits
 
     gen = _fresh()
-    for name, _ in gen.named_parameters():
+    big = 10**6  # as if every tensor were large (the small ones keep 8 bits anyway)
+    for name, param in gen.named_parameters():
         head, _, rest = name.partition(".")
         res = parameter_resolution(name)
         if head == "style":
@@ -163,6 +164,10 @@ def test_parameter_resolution_and_mixed_bits_follow_the_generator_blocks():
         else:
             assert res == 4, name
         if res is not None:
-            assert delta_bits(name, "int4", 32) == (8 if res >= 32 else 4)
-        assert delta_bits(name, "int4") == 4 and delta_bits(name, "int8", 32) == 8
-        assert delta_bits(name, "float16", 32) is None
+            modulation = ".modulation." in name
+            int8 = res >= 32 or (modulation and res >= 16)
+            assert delta_bits(name, big, "int4", 32) == (8 if int8 else 4)
+            if param.numel() <= 65536:
+                assert delta_bits(name, param.numel(), "int4", 32) == 8
+        assert delta_bits(name, big, "int4") == 4 and delta_bits(name, big, "int8", 32) == 8
+        assert delta_bits(name, big, "float16", 32) is None
