@@ -3,9 +3,9 @@ float W+ deltas, feature and mask, and how `Project.load` turns it back. In memo
 reader, the tensors stay the float ones of the format 1.0 layout (see `dhr_cli.project`).
 
 - ``delta_dtype`` "int4"/"int8": ``delta.<name>`` -> ``deltaq.<name>`` (signed integers, 4-bit
-  ones two to a byte; with "int4", the layers from ``delta_int8_from`` px up keep 8 bits) +
-  ``deltae.<name>`` (one scale exponent per ``delta_group`` values, in quarter octaves; files
-  written before them say nothing of ``scale_steps`` and hold powers of two);
+  ones two to a byte; with "int4" and ``delta_int8_from``, the tensors `delta_bits` names keep
+  8 bits) + ``deltae.<name>`` (one scale exponent per ``delta_group`` values, in quarter
+  octaves; files written before them say nothing of ``scale_steps`` and hold powers of two);
 - ``feature_storage`` "float16"/"int8" (+ "-masked"): ``feature.f`` -> ``featureq.values`` at the
   positions Eq. 4 reads (``featureq.where``), int8 with ``featureq.exp`` scales or float16;
 - a binary mask -> ``maskq.bits`` (bits packed along the rows).

@@ -38,11 +38,10 @@ channels, the ordinary MSE for m = 1.
 
 Storage: `delta_dtype` "int4"/"int8" and `feature_storage` "float16"/"int8"(-masked) give the
 refinement's result on the grid the project file stores (`project.py`, format 2.0): the deltas
-quantised in groups of `delta_group` with quarter-octave scales (with "int4", the layers from
-`delta_int8_from` px up keep 8 bits), the feature in float16 or int8
-(the same grouping) and, when masked, zero where the pooled in-domain mask is 1 (Eq. 4 never
-reads it there). The result is
-what the file reproduces exactly.
+quantised in groups of `delta_group` with quarter-octave scales (with "int4" and
+`delta_int8_from`, some tensors keep 8 bits: `nets.weight_delta.delta_bits`), the feature in
+float16 or int8 (the same grouping) and, when masked, zero where the pooled in-domain mask is 1
+(Eq. 4 never reads it there). The result is what the file reproduces exactly.
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ class RefineConfig:
     # storage of the result (see the module docstring)
     delta_dtype: str = "float32"
     delta_group: int = 64
-    delta_int8_from: int | None = None  # with "int4": layers from this resolution up keep 8 bits
+    delta_int8_from: int | None = None  # with "int4": 8 bits from this px up (`delta_bits`)
     feature_storage: str = "float32"
     mse_weighting: str = "mean"  # "released": channel sum / pixel count
     keep_raw: bool = False  # also return the float32 result before storage rounding
