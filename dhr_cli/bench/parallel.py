@@ -259,6 +259,12 @@ def _run_parallel(
                 doc["interrupted"] = True
                 raise BenchInterrupted(doc) from None
             drain()
+            if any(isinstance(f.exception(), BenchInterrupted) for f in futures):
+                # the workers handed in their Ctrl-C parts before this process saw its own
+                # Ctrl-C (or it came to them alone): merge every worker's part, not the first
+                doc = merge_results(_parts(futures))
+                doc["interrupted"] = True
+                raise BenchInterrupted(doc) from None
             parts = [f.result() for f in futures]
     doc = merge_results(parts, require_complete=False)
     return doc
@@ -275,6 +281,12 @@ def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]
     while time.monotonic() < deadline and not all(f.done() for f in futures):
         with signals_deferred():
             wait(futures, timeout=0.5)
+    return _parts(futures)
+
+
+def _parts(futures: Sequence[Any]) -> list[dict[str, Any]]:
+    """The results documents of the workers that are done: whole, or what an interrupted one
+    measured."""
     parts = []
     for f in futures:
         if not f.done() or f.cancelled():
