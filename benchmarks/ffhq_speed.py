@@ -12,8 +12,10 @@ convolutions and matmuls; in the loops one step, times the number of steps), the
 at the matmul rate (the floor), the peak RSS, the project file's size, and with --curve the
 project size versus render error of the storage choices; the last line is one JSON object.
 
-    python benchmarks/ffhq_speed.py --curve                 # released defaults (~23 min, 2 cores)
+    python benchmarks/ffhq_speed.py --curve                 # released defaults (~20 min, 2 cores)
     python benchmarks/ffhq_speed.py --coarse-steps 4 --steps 6 --weight-steps 3 --curve
+    python benchmarks/ffhq_speed.py --device cuda           # on a GPU (peak GPU memory too)
+    python benchmarks/ffhq_speed.py --curve-from DIR/refinement_float32.pt   # the curve alone
 """
 
 from __future__ import annotations
@@ -41,12 +43,19 @@ from dhr_cli.packs.stand_in import full_size_pack
 from dhr_cli.project import Project
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device: str = "cpu", n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
+    _sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    _sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--weight-steps", type=int, default=None, help="default: min(50, steps/2)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     ap.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     ap.add_argument("--curve", action="store_true", help="project size vs render error")
     ap.add_argument("--out", type=Path, default=None, help="keep the files here")
@@ -102,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     weight_steps = args.weight_steps if args.weight_steps is not None else min(50, args.steps // 2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
-    gflops = matmul_gflops()
-    print(f"matmul: {gflops:.1f} GFLOP/s (float32, 2048 x 2048)")
+    gflops = matmul_gflops(args.device)
+    print(f"matmul: {gflops:.1f} GFLOP/s (float32, 2048 x 2048, {args.device})")
 
     t = time.perf_counter()
-    pack = full_size_pack(0)
+    pack = full_size_pack(0, device=args.device)
     pack.latent_stats()
     print(
         f"stand-in pack built in {time.perf_counter() - t:.1f} s; peak RSS {peak_rss_mb():.0f} MB"
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         crop_edit = to_uint8(render_edit(g, p, p.wplus + direction))
     with st.stage("paste"):
         image = paste_faces(photo, [(crop_edit, p.crop_to_photo.numpy(), None)])
+    _sync(args.device)
     total = time.perf_counter() - t_all
     Image.fromarray(image).save(out / "astronaut_smile.png")
 
@@ -272,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(rss),
         "project_mb": round(project_mb, 2),
         "matmul_gflops": round(gflops, 1),
+        "device": args.device,
+        "peak_gpu_mb": (
+            round(torch.cuda.max_memory_allocated() / 2**20)
+            if args.device.startswith("cuda")
+            else None
+        ),
         "flops_floor_s": None if floor is None else round(floor, 1),
         "coarse_steps": args.coarse_steps,
         "steps": args.steps,
