@@ -55,8 +55,8 @@ def pack_tensors(
     shapes: dict[str, list[int]] = {}
     bits: dict[str, int] = {}
     for name, t in tensors.items():
-        key = name[len(DELTA_PREFIX) :]
-        b = delta_bits(key, t.numel(), dtype, int8_from) if name.startswith(DELTA_PREFIX) else None
+        key = name.removeprefix(DELTA_PREFIX)
+        b = delta_bits(key, t.numel(), dtype, int8_from) if key != name else None
         if b:
             out[DELTA_Q + key], out[DELTA_E + key] = quantize(t, b, group)
             shapes[key], bits[key] = list(t.shape), b

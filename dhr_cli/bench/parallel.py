@@ -255,19 +255,22 @@ def _run_parallel(
                 pool.shutdown(wait=False, cancel_futures=True)
                 if not parts:
                     raise
-                doc = merge_results(parts)
-                doc["interrupted"] = True
-                raise BenchInterrupted(doc) from None
+                raise _interrupted(parts) from None
             drain()
             if any(isinstance(f.exception(), BenchInterrupted) for f in futures):
                 # the workers handed in their Ctrl-C parts before this process saw its own
                 # Ctrl-C (or it came to them alone): merge every worker's part, not the first
-                doc = merge_results(_parts(futures))
-                doc["interrupted"] = True
-                raise BenchInterrupted(doc) from None
+                raise _interrupted(_parts(futures)) from None
             parts = [f.result() for f in futures]
     doc = merge_results(parts, require_complete=False)
     return doc
+
+
+def _interrupted(parts: list[dict[str, Any]]) -> BenchInterrupted:
+    """The interruption carrying the merged parts the workers handed in."""
+    doc = merge_results(parts)
+    doc["interrupted"] = True
+    return BenchInterrupted(doc)
 
 
 def _hand_in(futures: Sequence[Any], pids: Sequence[int]) -> list[dict[str, Any]]:

@@ -154,15 +154,21 @@ def resolutions(size: int) -> list[int]:
     return [2**i for i in range(2, int(math.log2(size)) + 1)]
 
 
+def conv_resolution(conv: int) -> int:
+    """Output size of styled conv `conv` (conv1 is 0, convs.k is k + 1)."""
+    return 4 * 2 ** ((conv + 1) // 2)
+
+
 def parameter_resolution(name: str) -> int | None:
     """The resolution (px) of the synthesis block a generator parameter belongs to, from its
-    name ("convs.4.conv.weight" -> 32); None for the mapping network's."""
+    name ("convs.4.conv.weight" -> 32; a tRGB follows its block's second conv); None for the
+    mapping network's."""
     head, _, rest = name.partition(".")
     if head in ("input", "conv1", "to_rgb1"):
         return 4
     if head in ("convs", "to_rgbs"):
         k = int(rest.split(".", 1)[0])
-        return 8 * 2 ** (k // 2) if head == "convs" else 8 * 2**k
+        return conv_resolution(k + 1 if head == "convs" else 2 * k + 2)
     return None
 
 
@@ -633,7 +639,7 @@ class Generator(nn.Module):
 
     def conv_resolution(self, conv: int) -> int:
         """Output size of styled conv `conv` (= size of its noise buffer)."""
-        return 4 * 2 ** ((conv + 1) // 2)
+        return conv_resolution(conv)
 
     def layer_channels(self, layer: int) -> int:
         """Channels of feature layer `layer`."""

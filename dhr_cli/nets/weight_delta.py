@@ -113,8 +113,6 @@ def delta_nbytes(delta: dict[str, torch.Tensor]) -> int:
 
 SCALE_STEPS = 4
 INT_BITS = {"int4": 4, "int8": 8}
-
-
 SMALL_DELTA = 65536  # values: a tensor this small costs next to nothing in 8 bits
 
 
